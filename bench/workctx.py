@@ -1,0 +1,189 @@
+"""Benchmark ``extract_work_context`` on a generated repository.
+
+The repository: 1,000 files across 20 folders committed on ``main``; a ``feature`` branch (checked out)
+with 50 commits each editing three files and adding one; 20 modified working-tree files plus two untracked
+files. Prints the median and p95 milliseconds per call — warm (the steady state of a repeated heartbeat:
+the module's commit/numstat caches filled) and cold (caches cleared before every call, as for the first
+call on a worktree) — the result's sizes and an uncached per-phase breakdown. Asserts nothing.
+
+Run: ``python bench/workctx.py [--runs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from thrum_plugins.rpc import _workctx
+from thrum_plugins.rpc._workctx import extract_work_context
+
+N_FILES = 1000
+N_FOLDERS = 20
+N_COMMITS = 50
+N_DIRTY = 20
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def _content(i: int, rev: int = 0) -> str:
+    lines = [f"file {i} line {n} {'x' * (n % 40)}" for n in range(40)]
+    if rev:
+        lines[rev % 40] = f"file {i} edited in revision {rev}"
+        lines.append(f"appended by revision {rev}")
+    return "\n".join(lines) + "\n"
+
+
+def _commit(repo: pygit2.Repository, index: pygit2.Index, message: str, when: int) -> pygit2.Oid:
+    sig = pygit2.Signature("Bench", "bench@example.invalid", when, 0)
+    tree = index.write_tree()
+    parents = [] if repo.head_is_unborn else [repo.head.target]
+    return repo.create_commit("HEAD", sig, sig, message, tree, parents)
+
+
+def build_repo(root: Path) -> Path:
+    """Create the benchmark repository under ``root`` and return its worktree path."""
+    work = root / "repo"
+    repo = pygit2.init_repository(str(work), initial_head="main")
+    paths = [f"pkg{i % N_FOLDERS:02d}/mod{i:04d}.py" for i in range(N_FILES)]
+    for i, rel in enumerate(paths):
+        target = work / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_content(i))
+    index = repo.index
+    index.add_all()
+    index.write()
+    _commit(repo, index, "initial import", T0)
+
+    repo.branches.local.create("feature", repo.head.peel(pygit2.Commit))
+    repo.set_head("refs/heads/feature")
+    for c in range(1, N_COMMITS + 1):
+        for k in range(3):
+            i = (c * 37 + k * 101) % N_FILES
+            (work / paths[i]).write_text(_content(i, c))
+            index.add(paths[i])
+        new = f"pkg{c % N_FOLDERS:02d}/new{c:03d}.py"
+        (work / new).write_text(_content(10_000 + c))
+        index.add(new)
+        index.write()
+        _commit(repo, index, f"feature step {c}\n\nBody of commit {c}.", T0 + 60 * c)
+
+    # Age every file and refresh the index so its stat cache is clean (no racily-clean entries), as in a
+    # worktree whose files were not all written in the last second.
+    old = time.time() - 3600
+    for dirpath, dirnames, filenames in os.walk(work):
+        if ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in filenames:
+            os.utime(os.path.join(dirpath, name), (old, old))
+    # ``add_all`` keeps the old stat data of unchanged entries; ``add`` re-stats each path.
+    index.read(force=True)
+    for rel in [entry.path for entry in index]:
+        index.add(rel)
+    index.write()
+
+    for d in range(N_DIRTY):
+        i = (d * 53 + 7) % N_FILES
+        with open(work / paths[i], "a") as fh:
+            fh.write(f"uncommitted edit {d}\n")
+    (work / "scratch.txt").write_text("untracked\n")
+    (work / "pkg00" / "notes.md").write_text("untracked\n")
+    return work
+
+
+def _time(fn: Callable[[], Any], runs: int, before: Callable[[], None] | None = None) -> list[float]:
+    fn()
+    fn()
+    samples = []
+    for _ in range(runs):
+        if before is not None:
+            before()
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _phases(work: Path, runs: int) -> dict[str, list[float]]:
+    """Time the parts of one uncached extraction separately, to see what dominates."""
+    repo = pygit2.Repository(str(work))
+    head = repo.head.peel(pygit2.Commit)
+    base = repo.references["refs/heads/main"].target
+    mb = repo.merge_base(base, head.id)
+
+    def numstat() -> None:
+        diff = repo[mb].peel(pygit2.Tree).diff_to_tree(head.tree, context_lines=0)
+        diff.find_similar(flags=pygit2.enums.DiffFind.FIND_RENAMES)
+        for patch in diff:
+            assert patch is not None
+            _ = patch.line_stats
+
+    def walk() -> None:
+        walker = repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+        walker.hide(base)
+        for commit in walker:
+            _workctx._compute_commit_files(repo, commit)
+
+    return {
+        "open repository": _time(lambda: pygit2.Repository(str(work)), runs),
+        "status (1 scan)": _time(lambda: _workctx._uncommitted(repo, head), runs),
+        "numstat diff": _time(numstat, runs),
+        "commit walk + diffs": _time(walk, runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the repository, time the extraction and print the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="timed runs after two warm-up calls (>= 30)")
+    args = parser.parse_args(argv)
+    runs = max(30, args.runs)
+
+    with tempfile.TemporaryDirectory(prefix="thrum-bench-workctx-") as tmp:
+        t = time.perf_counter()
+        work = build_repo(Path(tmp))
+        build_s = time.perf_counter() - t
+        _workctx.clear_caches()
+        t = time.perf_counter()
+        extract_work_context(work)
+        first_ms = (time.perf_counter() - t) * 1000
+        warm = _time(lambda: extract_work_context(work), runs)
+        cold = _time(lambda: extract_work_context(work), runs, before=_workctx.clear_caches)
+        result = extract_work_context(work)
+        phases = _phases(work, runs)
+
+    print(f"pygit2 {pygit2.__version__} / libgit2 {pygit2.LIBGIT2_VERSION}, Python {sys.version.split()[0]}")
+    print(f"repository: {N_FILES} files, {N_COMMITS} unmerged commits, {N_DIRTY} modified + 2 untracked")
+    print(f"built in {build_s:.1f} s")
+    print(f"extract_work_context, first call in this process: {first_ms:.2f} ms")
+    for label, samples in (("warm", warm), ("cold", cold)):
+        print(
+            f"extract_work_context {label}: {runs} runs, median {statistics.median(samples):.2f} ms, "
+            f"p95 {_p95(samples):.2f} ms, min {min(samples):.2f} ms"
+        )
+    print(
+        "result: "
+        f"branch={result['branch']!r} unmerged_commits={len(result['unmerged_commits'])} "
+        f"changed_files={len(result['changed_files'])} file_changes={len(result['file_changes'])} "
+        f"uncommitted_files={len(result['uncommitted_files'])} error={result.get('error')!r}"
+    )
+    print("uncached phases (median ms):")
+    for name, values in phases.items():
+        print(f"  {name:<22} {statistics.median(values):7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""The ``thrum`` root group: lazy command loading, global flags, error reporting.
+
+``get_command`` looks the name up in :mod:`thrum_cli.index`, imports only that
+module and calls its ``thrum_register_commands`` on a collecting group (no
+pluggy).  An unknown name, ``thrum --help`` and completion load the full
+plugin manager so third-party commands appear.  Global flags are pre-scanned
+out of argv (:mod:`thrum_cli.state`) so they may come before or after the
+command; errors are printed per SPEC §15.3 (:mod:`thrum_cli.output`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from thrum_cli import index, output
+from thrum_cli.state import CliState, PrescanError, get_state, prescan, set_state
+from thrum_core.errors import INTERNAL_ERROR, INVALID_PARAMS, ThrumError
+
+__all__ = ["ThrumGroup", "cli", "main"]
+
+PROG_NAME = "thrum"
+COMPLETE_VAR = "_THRUM_COMPLETE"
+
+
+class CollectingGroup(click.Group):
+    """The group a ``thrum_register_commands`` implementation adds its commands to."""
+
+    def __init__(self) -> None:
+        super().__init__(name=PROG_NAME)
+
+
+class ThrumGroup(click.Group):
+    """A click group whose commands come from plugins, loaded on demand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._origin: dict[str, str] = {}
+        self._loaded_modules: set[str] = set()
+        self._loaded_all = False
+        self.conflicts: list[str] = []
+
+    # -- loading -----------------------------------------------------------------
+    def _adopt(self, commands: dict[str, click.Command], origin: str) -> None:
+        for name, command in commands.items():
+            existing = self._origin.get(name)
+            if name in self.commands and existing != origin:
+                self.conflicts.append(
+                    f"command {name!r} is registered twice: by {existing!r} and by {origin!r}; keeping the first"
+                )
+                output.debug(self.conflicts[-1])
+                continue
+            if name not in self.commands:
+                self.commands[name] = command
+                self._origin[name] = origin
+
+    def load_module(self, module_name: str) -> None:
+        """Import one command plugin module and add what it registers."""
+        if module_name in self._loaded_modules:
+            return
+        self._loaded_modules.add(module_name)
+        module = importlib.import_module(module_name)
+        collector = CollectingGroup()
+        module.thrum_register_commands(collector)
+        self._adopt(collector.commands, module_name)
+
+    def load_all(self) -> None:
+        """Load every enabled plugin and add the commands each registers (failures isolated)."""
+        if self._loaded_all:
+            return
+        self._loaded_all = True
+        from thrum_core.plugins.loader import make_plugin_manager
+
+        pm = make_plugin_manager(get_state().environ)
+        collectors: dict[str, CollectingGroup] = {}
+
+        def kwargs_for(plugin: str) -> dict[str, Any]:
+            collectors[plugin] = CollectingGroup()
+            return {"cli": collectors[plugin]}
+
+        pm.call_each("thrum_register_commands", kwargs_for)
+        for plugin_name in sorted(collectors, key=lambda n: (n not in index.PLUGIN_NAMES.values(), n)):
+            record = pm.records.get(plugin_name)
+            if record is not None and record.status != "loaded":
+                continue
+            origin = (record.module if record is not None else None) or plugin_name
+            self._adopt(collectors[plugin_name].commands, origin)
+
+    # -- click API -----------------------------------------------------------------
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is not None:
+            return command
+        module_name = index.COMMANDS.get(cmd_name)
+        if module_name is not None and index.plugin_enabled(module_name, get_state().environ):
+            self.load_module(module_name)
+            command = self.commands.get(cmd_name)
+            if command is not None:
+                return command
+        self.load_all()
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return sorted(self.commands)
+
+    # -- running -----------------------------------------------------------------
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the CLI: pre-scan global flags, invoke, report errors, exit."""
+        argv = list(sys.argv[1:] if args is None else args)
+        prog_name = prog_name or PROG_NAME
+        complete_var = complete_var or COMPLETE_VAR
+        if os.environ.get(complete_var):
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        code = self.run(argv, prog_name, **extra)
+        if standalone_mode:
+            sys.stdout.flush()
+            sys.exit(code)
+        return code
+
+    def run(self, argv: list[str], prog_name: str, **extra: Any) -> int:
+        """Parse and run one command line; return the exit status."""
+        try:
+            state, rest = prescan(argv)
+        except PrescanError as exc:
+            set_state(CliState(json="--json" in argv))
+            output.print_error(ThrumError(str(exc), {"field": exc.flag, "reason": "missing"}, code=INVALID_PARAMS))
+            return 1
+        set_state(state)
+        if state.verbose:
+            import logging
+
+            logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="debug: %(name)s: %(message)s")
+        try:
+            rv = super().main(rest, prog_name, COMPLETE_VAR, standalone_mode=False, obj=state, **extra)
+        except ThrumError as exc:
+            output.print_error(exc)
+            return get_state().error_exit_code
+        except click.exceptions.NoArgsIsHelpError as exc:
+            if state.json:
+                output.print_error(ThrumError("a command is required", {"field": "command"}, code=INVALID_PARAMS))
+                return 1
+            click.echo(exc.ctx.get_help())
+            return 0
+        except click.UsageError as exc:
+            command = exc.ctx.command if exc.ctx is not None else None
+            code = int(getattr(command, "error_exit_code", 1))
+            if state.json:
+                output.print_error(output.usage_error_to_thrum(exc))
+            else:
+                exc.show()
+            return code
+        except click.ClickException as exc:
+            if state.json:
+                output.print_error(ThrumError(exc.format_message()))
+            else:
+                exc.show()
+            return 1
+        except click.Abort:
+            if state.json:
+                output.print_error(ThrumError("aborted"))
+            else:
+                click.echo("Aborted!", err=True)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+            except OSError:
+                pass
+            return 1
+        except Exception as exc:
+            if state.verbose:
+                import traceback
+
+                traceback.print_exc()
+            output.print_error(
+                ThrumError(f"internal error: {type(exc).__name__}: {exc}", {"reason": "bug"}, code=INTERNAL_ERROR)
+            )
+            if not state.verbose:
+                output.hint("run again with -v for the traceback")
+            return 1
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
+        return 0
+
+
+def _set_identity_flags(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    state = get_state()
+    if value is not None and param.name in ("role", "module", "name"):
+        setattr(state, param.name, value)
+    return value
+
+
+def _global_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # Pre-scanned out of argv in practice; kept as options so --help documents them.
+    state = get_state()
+    if param.name == "repo" and value is not None:
+        state.repo = value
+    elif param.name in ("json_output", "quiet", "verbose") and value:
+        setattr(state, "json" if param.name == "json_output" else param.name, True)
+    return value
+
+
+@click.group(
+    cls=ThrumGroup,
+    name=PROG_NAME,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Global flags --repo, --json, -q and -v may also follow the command.",
+)
+@click.option("--repo", metavar="PATH", expose_value=False, callback=_global_flag, help="Repository to act on.")
+@click.option(
+    "--json", "json_output", is_flag=True, expose_value=False, callback=_global_flag, help="Print JSON."
+)
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_global_flag, help="No hints.")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_global_flag, help="Debug to stderr.")
+@click.option("--role", expose_value=False, callback=_set_identity_flags, help="Override the agent role.")
+@click.option("--module", expose_value=False, callback=_set_identity_flags, help="Override the agent module.")
+@click.option("--name", expose_value=False, callback=_set_identity_flags, help="Act as this agent.")
+def cli() -> None:
+    """thrum: let AI coding agents on one repository message each other."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``thrum``)."""
+    cli.main(args=argv, prog_name=PROG_NAME)

@@ -1,0 +1,105 @@
+"""Global CLI flags (SPEC §15.1) and the pre-scan that lets them follow the command.
+
+``--repo PATH``, ``--json``, ``-q/--quiet`` and ``-v/--verbose`` are accepted
+anywhere on the command line (up to ``--``): :func:`prescan` takes them out of
+argv before click parses it.  ``--role``, ``--module`` and ``--name`` are root
+options (before the command), so a command may define its own options with the
+same names.  Commands read everything through :func:`get_state`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["CliState", "get_state", "hints_enabled", "prescan", "set_state"]
+
+
+@dataclass
+class CliState:
+    """The global flags of one CLI invocation.
+
+    ``error_exit_code`` is the status used when the command fails with an
+    error; a command whose contract differs (``wait`` exits 2) sets it.
+    """
+
+    repo: str | None = None
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    role: str | None = None
+    module: str | None = None
+    name: str | None = None
+    error_exit_code: int = 1
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+
+_state = CliState()
+
+
+def get_state() -> CliState:
+    """The flags of the invocation being run (defaults outside one)."""
+    return _state
+
+
+def set_state(state: CliState) -> CliState:
+    """Make ``state`` current (done by the root group for each invocation)."""
+    global _state
+    _state = state
+    return state
+
+
+class PrescanError(Exception):
+    """A global flag was given without its value (``--repo`` at the end)."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(message)
+        self.flag = flag
+
+
+def prescan(argv: Sequence[str]) -> tuple[CliState, list[str]]:
+    """Take the four position-independent global flags out of ``argv``.
+
+    Scanning stops at ``--`` (kept, with everything after it, for click).
+    ``--repo`` accepts ``--repo PATH`` and ``--repo=PATH``; the short flags may
+    be combined only with each other (``-qv``).  Returns the state and the
+    remaining arguments.
+    """
+    state = CliState()
+    rest: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--json":
+            state.json = True
+        elif arg in ("-q", "--quiet"):
+            state.quiet = True
+        elif arg in ("-v", "--verbose"):
+            state.verbose = True
+        elif arg in ("-qv", "-vq"):
+            state.quiet = state.verbose = True
+        elif arg == "--repo":
+            if i + 1 >= len(args):
+                raise PrescanError("--repo", "option --repo requires a value (a path)")
+            state.repo = args[i + 1]
+            i += 1
+        elif arg.startswith("--repo="):
+            state.repo = arg[len("--repo=") :]
+        else:
+            rest.append(arg)
+        i += 1
+    return state, rest
+
+
+def hints_enabled(state: CliState | None = None) -> bool:
+    """Whether hints go to stderr: not with ``--quiet`` nor ``THRUM_NO_HINTS`` (SPEC §5.7)."""
+    st = state or _state
+    if st.quiet:
+        return False
+    value = st.environ.get("THRUM_NO_HINTS", "")
+    return value.strip().lower() in ("", "0", "false")

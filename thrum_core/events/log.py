@@ -1,0 +1,400 @@
+"""The JSONL files of the sync dir (SPEC §5.8, §6.3–§6.7).
+
+Everything here is blocking file I/O; the writer runs it in a worker thread.
+
+- :class:`AppendLog` appends one writer batch to several files and makes it
+  durable with one ``fdatasync`` per touched file; on any failure every touched
+  file is truncated back to its length before the batch (SPEC §6.5).
+- :func:`repair_torn` cuts torn tails at start-up (SPEC §6.6).
+- :func:`iter_lines` reads complete lines from a byte offset, without a line
+  length limit.
+- :func:`rewrite_file` rewrites a file without some lines, atomically.
+- :func:`list_log_files` names the files readers read: every ``*.jsonl`` at the
+  top of the sync dir and in ``messages/`` (SPEC §6.3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thrum_core.canonical import parse_line
+from thrum_core.fsutil import fsync_dir
+from thrum_core.timefmt import format_ts_seconds
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "TAIL_WINDOW",
+    "AppendLog",
+    "RewriteResult",
+    "TornRepair",
+    "check_route",
+    "file_tail_sha256",
+    "iter_lines",
+    "list_log_files",
+    "repair_torn",
+    "rewrite_file",
+]
+
+#: Lines of this many bytes or more are kept but indexed ``invalid`` (SPEC §6.4).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Bytes before a recorded size that must be unchanged for "the file only grew" (SPEC §7.1).
+TAIL_WINDOW = 4096
+
+_READ_BUFFER = 1 << 20
+_ROUTE_RE = re.compile(r"(?:messages/)?[^/\\\x00.][^/\\\x00]*\.jsonl")
+_LOG_FILE_MODE = 0o644
+
+
+def check_route(path: str) -> str:
+    """Return ``path`` if events may be appended to it, else raise ``ValueError``.
+
+    Allowed: ``<name>.jsonl`` at the top of the sync dir or
+    ``messages/<name>.jsonl``; names must not start with ``.``.  The legacy
+    ``messages.jsonl`` is read but never written.
+    """
+    if not isinstance(path, str) or not _ROUTE_RE.fullmatch(path) or "\n" in path:
+        raise ValueError(f"bad route {path!r}: expected <name>.jsonl or messages/<name>.jsonl")
+    if path == "messages.jsonl":
+        raise ValueError("messages.jsonl is the legacy log: it is read, never written")
+    return path
+
+
+def list_log_files(sync_dir: Path) -> list[str]:
+    """Every readable log file, relative to ``sync_dir``, sorted (SPEC §6.3)."""
+    out: list[str] = []
+    for rel_dir in ("", "messages"):
+        directory = sync_dir / rel_dir if rel_dir else sync_dir
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = entry.name
+            if not name.endswith(".jsonl") or name.startswith("."):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            out.append(f"{rel_dir}/{name}" if rel_dir else name)
+    out.sort()
+    return out
+
+
+def iter_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(byte offset, line)`` for every complete line from ``offset``.
+
+    ``line`` is the exact bytes without the ``\\n``.  An unterminated fragment
+    at the end of the file is not yielded (it is a torn write, SPEC §6.6).
+    There is no line length limit.  A missing file yields nothing.
+    """
+    try:
+        f = open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below, generator
+    except FileNotFoundError:
+        return
+    with f:
+        if offset:
+            f.seek(offset)
+        pos = offset
+        for raw in f:
+            n = len(raw)
+            if raw[-1] != 0x0A:  # torn tail
+                return
+            yield pos, raw[:-1]
+            pos += n
+
+
+def file_tail_sha256(path: Path, size: int) -> str | None:
+    """sha256 hex of the :data:`TAIL_WINDOW` bytes before ``size`` (``None`` if the file is shorter)."""
+    start = max(0, size - TAIL_WINDOW)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            data = f.read(size - start)
+    except FileNotFoundError:
+        return None
+    if len(data) != size - start:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Appending
+
+
+@dataclass
+class _Open:
+    fd: int
+    ino: tuple[int, int]
+
+
+class AppendLog:
+    """Durable batch appends to the log files of one sync dir (SPEC §6.5).
+
+    Keeps the files it appended to open between batches; before each batch it
+    checks (``stat`` against ``fstat``) that the path still names the same
+    file, so a file replaced by a rewrite or merge is reopened.  Call
+    :meth:`invalidate` after anything rewrote files, and :meth:`close` at the
+    end.  Not thread-safe: the writer uses it from one thread at a time.
+    """
+
+    def __init__(self, sync_dir: Path):
+        self.sync_dir = Path(sync_dir)
+        self._open: dict[str, _Open] = {}
+
+    def append(self, writes: Mapping[str, bytes]) -> dict[str, int]:
+        """Append ``writes`` (relative path → bytes ending in ``\\n``) durably.
+
+        Files are written in the mapping's order, then each is
+        ``fdatasync``-ed once; a created file gets mode 0644 and its directory
+        is fsynced.  Returns each file's new size.  On any failure every
+        touched file is truncated back to its size before the batch and
+        fsynced (a file this batch created is removed), and the error is
+        raised.
+        """
+        touched: list[tuple[str, int, int, bool]] = []  # rel, fd, size before, created
+        new_dirs: set[Path] = set()
+        try:
+            for rel, data in writes.items():
+                fd, size, created = self._fd_for(rel, new_dirs)
+                touched.append((rel, fd, size, created))
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            for _rel, fd, _size, _created in touched:
+                os.fdatasync(fd)
+            for directory in sorted(new_dirs, key=lambda p: len(p.parts), reverse=True):
+                fsync_dir(directory)
+        except BaseException:
+            self._roll_back(touched)
+            raise
+        return {rel: size + len(writes[rel]) for rel, _fd, size, _created in touched}
+
+    def _fd_for(self, rel: str, new_dirs: set[Path]) -> tuple[int, int, bool]:
+        path = self.sync_dir / rel
+        cached = self._open.get(rel)
+        if cached is not None:
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == cached.ino:
+                    return cached.fd, os.fstat(cached.fd).st_size, False
+            except FileNotFoundError:
+                pass
+            self._drop(rel)
+        parent = path.parent
+        if not parent.is_dir():
+            parent.mkdir(parents=True, exist_ok=True)
+            new_dirs.add(parent.parent)
+        created = False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _LOG_FILE_MODE)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise IsADirectoryError(f"{path} is not a regular file")
+            if created:
+                os.fchmod(fd, _LOG_FILE_MODE)
+                new_dirs.add(parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._open[rel] = _Open(fd, (st.st_dev, st.st_ino))
+        return fd, st.st_size, created
+
+    def _roll_back(self, touched: list[tuple[str, int, int, bool]]) -> None:
+        for rel, fd, size, created in touched:
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            except OSError:
+                pass
+            if created:
+                self._drop(rel)
+                try:
+                    os.unlink(self.sync_dir / rel)
+                    fsync_dir((self.sync_dir / rel).parent)
+                except OSError:
+                    pass
+        # After a failure nothing is trusted: reopen next time.
+        self.invalidate()
+
+    def _drop(self, rel: str) -> None:
+        entry = self._open.pop(rel, None)
+        if entry is not None:
+            try:
+                os.close(entry.fd)
+            except OSError:
+                pass
+
+    def invalidate(self) -> None:
+        """Close every cached file (call after files were rewritten or replaced)."""
+        for rel in list(self._open):
+            self._drop(rel)
+
+    def close(self) -> None:
+        """Close every cached file."""
+        self.invalidate()
+
+
+# ---------------------------------------------------------------------------
+# Torn tails
+
+
+@dataclass(frozen=True)
+class TornRepair:
+    """What :func:`repair_torn` did to one file."""
+
+    file: str
+    action: str  # "newline" (complete line, \n appended) | "moved" (fragment cut)
+    bytes: int
+    saved_to: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "action": self.action, "bytes": self.bytes, "saved_to": self.saved_to}
+
+
+def _last_newline(f: Any, size: int) -> int:
+    """Offset of the last ``\\n`` in the open file, or -1."""
+    pos = size
+    chunk = 1 << 16
+    while pos > 0:
+        start = max(0, pos - chunk)
+        f.seek(start)
+        data = f.read(pos - start)
+        i = data.rfind(b"\n")
+        if i >= 0:
+            return start + i
+        pos = start
+        chunk = min(chunk * 4, 1 << 24)
+    return -1
+
+
+def repair_torn(sync_dir: Path, torn_dir: Path, *, now_ns: int | None = None) -> list[TornRepair]:
+    """Repair every log file whose last byte is not ``\\n`` (SPEC §6.6).
+
+    The bytes after the last ``\\n`` are kept with an appended ``\\n`` when they
+    parse as a complete JSON object; otherwise they are copied to
+    ``torn_dir/<path with / → __>.<UTC seconds>.partial`` (fsynced) and the
+    file is truncated just after its last ``\\n`` (fsynced).  A complete line
+    is never removed.
+    """
+    repairs: list[TornRepair] = []
+    stamp = format_ts_seconds(time.time_ns() if now_ns is None else now_ns)
+    for rel in list_log_files(sync_dir):
+        path = sync_dir / rel
+        with open(path, "r+b", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                continue
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                continue
+            cut = _last_newline(f, size) + 1
+            f.seek(cut)
+            fragment = f.read(size - cut)
+            if parse_line(fragment) is not None:
+                f.seek(size)
+                f.write(b"\n")
+                os.fsync(f.fileno())
+                repairs.append(TornRepair(rel, "newline", len(fragment)))
+                continue
+            torn_dir.mkdir(parents=True, exist_ok=True)
+            base = f"{rel.replace('/', '__')}.{stamp}"
+            target = torn_dir / f"{base}.partial"
+            n = 1
+            while target.exists():
+                target = torn_dir / f"{base}-{n}.partial"
+                n += 1
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(fragment)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(torn_dir)
+            os.ftruncate(f.fileno(), cut)
+            os.fsync(f.fileno())
+            repairs.append(TornRepair(rel, "moved", len(fragment), str(target)))
+    return repairs
+
+
+# ---------------------------------------------------------------------------
+# Rewrites
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """What :func:`rewrite_file` did."""
+
+    removed: int
+    kept: int
+    deleted_file: bool
+    size: int
+
+
+def rewrite_file(path: Path, drop: Callable[[bytes], bool]) -> RewriteResult:
+    """Rewrite ``path`` without the complete lines for which ``drop(line)`` is true.
+
+    Streams into a temp file in the same directory (mode 0644); when a line
+    was dropped the temp file is fsynced and renamed over ``path`` and the
+    directory fsynced, otherwise it is discarded and ``path`` is untouched.  A
+    file left without lines is removed instead.  An unterminated tail is kept
+    as it is.  ``drop`` is called once per complete line, in file order.
+    """
+    removed = kept = 0
+    directory = path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as out:
+            os.fchmod(out.fileno(), _LOG_FILE_MODE)
+            end = 0
+            for off, line in iter_lines(path):
+                end = off + len(line) + 1
+                if drop(line):
+                    removed += 1
+                    continue
+                out.write(line)
+                out.write(b"\n")
+                kept += 1
+            if removed:
+                with open(path, "rb") as src:  # keep an unterminated tail verbatim
+                    src.seek(end)
+                    tail = src.read()
+                if tail:
+                    out.write(tail)
+                    kept += 1
+                out.flush()
+                os.fsync(out.fileno())
+            size = out.tell()
+        if removed == 0:
+            os.unlink(tmp_name)
+            return RewriteResult(0, kept, False, path.stat().st_size if path.exists() else 0)
+        if kept == 0:
+            os.unlink(tmp_name)
+            os.unlink(path)
+        else:
+            os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+    return RewriteResult(removed, kept, kept == 0, size if kept else 0)

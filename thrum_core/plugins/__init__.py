@@ -1,0 +1,1 @@
+"""Plugin loading and registration (pluggy facade, entry-point loader, registrars)."""

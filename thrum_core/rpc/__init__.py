@@ -1,0 +1,1 @@
+"""JSON-RPC 2.0: method specs, request processing and framing (SPEC §8)."""

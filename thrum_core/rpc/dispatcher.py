@@ -1,0 +1,245 @@
+"""Request processing (SPEC §8.3): one JSON-RPC value in, response bytes out.
+
+Transports hand complete lines/frames to :meth:`Dispatcher.handle_bytes` and
+write back what it returns.  The steps run in the SPEC's order and the first
+failing step wins.  A handler that raises becomes an error reply for that one
+call; nothing here ever raises into the transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+from pydantic import ValidationError
+
+from thrum_core.errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    PermissionDenied,
+    ThrumError,
+    Timeout,
+)
+from thrum_core.rpc.spec import CallContext, MethodRegistry, MethodSpec
+
+if TYPE_CHECKING:
+    from thrum_core.interfaces import Connection
+    from thrum_core.kernel import Kernel
+
+log = logging.getLogger("thrum.rpc")
+
+MAX_BATCH = 100
+_MISSING = object()
+
+
+def error_response(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> dict:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "error": err, "id": request_id}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "params"
+
+
+def validation_error_to_thrum(exc: ValidationError) -> ThrumError:
+    """The first pydantic error as -32602 ``{field, reason}``."""
+    first = exc.errors(include_url=False)[0]
+    field = _field_path(tuple(first.get("loc", ())))
+    if first.get("type") == "extra_forbidden":
+        reason = "unknown parameter"
+    elif first.get("type") == "missing":
+        reason = "required"
+    else:
+        reason = str(first.get("msg", "invalid"))
+    data: dict[str, Any] = {"field": field, "reason": reason}
+    ctx = first.get("ctx") or {}
+    if "expected" in ctx:
+        data["allowed"] = ctx["expected"]
+    return ThrumError(f"invalid parameter {field!r}: {reason}", data, code=INVALID_PARAMS)
+
+
+class Dispatcher:
+    """Validates requests, resolves callers, runs handlers under deadlines."""
+
+    def __init__(self, kernel: Kernel, methods: MethodRegistry, *, default_deadline_s: float = 10.0):
+        self.kernel = kernel
+        self.methods = methods
+        self.default_deadline_s = default_deadline_s
+        self.inflight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return when no request is being processed."""
+        while self.inflight:
+            await self._idle.wait()
+
+    # -- bytes in, bytes out ----------------------------------------------
+    async def handle_bytes(self, data: bytes | str, conn: Connection | None, transport: str) -> bytes | None:
+        """Process one JSON-RPC value; return the encoded reply or ``None``."""
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            return _dumps(error_response(None, PARSE_ERROR, "Parse error", {"reason": str(exc)[:200]}))
+        reply = await self.handle_value(value, conn, transport)
+        if reply is None:
+            return None
+        try:
+            return _dumps(reply)
+        except (TypeError, ValueError) as exc:
+            log.exception("unserialisable result")
+            rid = reply.get("id") if isinstance(reply, dict) else None
+            return _dumps(
+                error_response(rid, INTERNAL_ERROR, "result could not be encoded", {"reason": str(exc)[:200]})
+            )
+
+    async def handle_value(self, value: Any, conn: Connection | None, transport: str) -> Any | None:
+        """Process a decoded request object or batch."""
+        if isinstance(value, list):
+            return await self._handle_batch(value, conn, transport)
+        return await self.handle_request(value, conn, transport)
+
+    async def _handle_batch(self, batch: list[Any], conn: Connection | None, transport: str) -> Any | None:
+        if not batch:
+            return error_response(None, INVALID_REQUEST, "Invalid request: empty batch", {"reason": "empty_batch"})
+        if len(batch) > MAX_BATCH:
+            return error_response(
+                None,
+                INVALID_REQUEST,
+                f"Invalid request: a batch holds at most {MAX_BATCH} requests",
+                {"reason": "batch_too_large", "limit": MAX_BATCH},
+            )
+        replies: list[Any] = [None] * len(batch)
+
+        async def run(index: int, element: Any) -> None:
+            replies[index] = await self.handle_request(element, conn, transport)
+
+        async with trio.open_nursery() as nursery:
+            for i, element in enumerate(batch):
+                nursery.start_soon(run, i, element)
+        out = [r for r in replies if r is not None]
+        return out or None
+
+    # -- one request ---------------------------------------------------------
+    async def handle_request(self, req: Any, conn: Connection | None, transport: str) -> dict | None:
+        """Process one request object; ``None`` for notifications."""
+        if not isinstance(req, dict):
+            return error_response(None, INVALID_REQUEST, "Invalid request: not an object", {"reason": "not_object"})
+        rid = req.get("id", _MISSING)
+        notification = rid is _MISSING
+        if notification:
+            rid = None
+        elif rid is not None and (
+            isinstance(rid, bool) or not isinstance(rid, (str, int, float)) or (isinstance(rid, float) and not math.isfinite(rid))
+        ):
+            return error_response(None, INVALID_REQUEST, "Invalid request: bad id", {"reason": "bad_id"})
+        if req.get("jsonrpc") != "2.0":
+            return error_response(rid, INVALID_REQUEST, 'Invalid request: jsonrpc must be "2.0"', {"reason": "jsonrpc"})
+        method = req.get("method")
+        if not isinstance(method, str):
+            return error_response(rid, INVALID_REQUEST, "Invalid request: method must be a string", {"reason": "method"})
+
+        self.inflight += 1
+        if self.inflight == 1:
+            self._idle = trio.Event()
+        try:
+            result = await self._call(req, method, rid, conn, transport)
+        except ThrumError as exc:
+            if notification:
+                return None
+            return {"jsonrpc": "2.0", "error": exc.to_error_object(), "id": rid}
+        except Exception as exc:
+            log.exception("method %s failed", method)
+            if notification:
+                return None
+            return error_response(
+                rid, INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}", {"reason": str(exc)[:500]}
+            )
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+        if notification:
+            return None
+        return {"jsonrpc": "2.0", "result": result, "id": rid}
+
+    def _lookup(self, method: str, transport: str) -> MethodSpec:
+        spec = self.methods.get(method)
+        if spec is None:
+            raise ThrumError(f"Method not found: {method}", {"method": method}, code=METHOD_NOT_FOUND)
+        if transport not in spec.transports:
+            raise ThrumError(
+                f"method {method} is not available on the {transport} transport",
+                {"method": method, "reason": "transport", "transports": sorted(spec.transports)},
+                code=METHOD_NOT_FOUND,
+            )
+        return spec
+
+    def _validate(self, spec: MethodSpec, raw: Any) -> tuple[Any, str | None]:
+        if raw is _MISSING or raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ThrumError(
+                "params must be an object", {"field": "params", "reason": "not_object"}, code=INVALID_PARAMS
+            )
+        caller = raw.get("caller_agent_id")
+        if caller is not None and not isinstance(caller, str):
+            raise ThrumError(
+                "caller_agent_id must be a string",
+                {"field": "caller_agent_id", "reason": "not a string"},
+                code=INVALID_PARAMS,
+            )
+        clean = {k: v for k, v in raw.items() if v is not None and k != "caller_agent_id" and not k.startswith("x_")}
+        if spec.params is None:
+            if clean:
+                field = sorted(clean)[0]
+                raise ThrumError(
+                    f"invalid parameter {field!r}: unknown parameter",
+                    {"field": field, "reason": "unknown parameter"},
+                    code=INVALID_PARAMS,
+                )
+            return None, caller
+        try:
+            return spec.params.model_validate(clean), caller
+        except ValidationError as exc:
+            raise validation_error_to_thrum(exc) from None
+
+    async def _call(self, req: dict, method: str, rid: Any, conn: Connection | None, transport: str) -> Any:
+        spec = self._lookup(method, transport)
+        params, caller_agent_id = self._validate(spec, req.get("params", _MISSING))
+        ctx = CallContext(
+            kernel=self.kernel,
+            method=method,
+            transport=transport,
+            request_id=rid,
+            connection=conn,
+            caller_agent_id=caller_agent_id,
+        )
+        if spec.auth in ("caller", "session"):
+            caller = self.kernel.pm.hook.thrum_resolve_caller(ctx=ctx, auth=spec.auth)
+            if caller is None:
+                raise PermissionDenied("no_caller", "this method needs a caller: pass caller_agent_id")
+            ctx.caller = caller
+        elif spec.auth == "admin" and transport != "unix":
+            raise PermissionDenied("forbidden", f"{method} is only available on the Unix socket")
+
+        deadline = spec.deadline_for(params, self.default_deadline_s)
+        with trio.CancelScope(deadline=trio.current_time() + deadline) as scope:
+            ctx.cancel_scope = scope
+            return await spec.handler(params, ctx)
+        # Reached only when the deadline cancelled the handler before it
+        # submitted anything to the writer (after that the scope is shielded
+        # and the handler returns its real result above).
+        raise Timeout(int(deadline * 1000), f"{method} timed out after {deadline:g} s")
