@@ -27,7 +27,22 @@ from thrum_plugins.sync._git_impl import merge_jsonl
 
 T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 AGENTS = ["furiosa", "maximus", "nux", "capable", "toast", "dag", "cheedo", "angharad"]
-WORDS = "the sync merge keeps every line verbatim and orders events by instant then id".split()
+WORDS = [
+    "the",
+    "sync",
+    "merge",
+    "keeps",
+    "every",
+    "line",
+    "verbatim",
+    "and",
+    "orders",
+    "events",
+    "by",
+    "instant",
+    "then",
+    "id",
+]
 
 
 def make_event(i: int, rng: random.Random) -> bytes:
@@ -35,7 +50,7 @@ def make_event(i: int, rng: random.Random) -> bytes:
     ns = T0_NS + i * 37_000_000 + rng.randrange(1_000) * 1_000
     ms = ns // 1_000_000
     author = AGENTS[i % len(AGENTS)]
-    body = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(5, 60)))
+    body = " ".join(rng.choices(WORDS, k=rng.randrange(5, 60)))
     obj = {
         "type": "message.create",
         "timestamp": format_ts(ns),

@@ -29,7 +29,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ThrumError(f"{path} is not valid JSON: {exc}", {"reason": "config_parse", "path": str(path)}) from None
+        raise ThrumError(
+            f"{path} is not valid JSON: {exc}", {"reason": "config_parse", "path": str(path)}
+        ) from None
     if not isinstance(data, dict):
         raise ThrumError(f"{path} must hold a JSON object", {"reason": "config_parse", "path": str(path)})
     return data

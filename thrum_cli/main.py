@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import click
@@ -46,12 +46,13 @@ class ThrumGroup(click.Group):
         self.conflicts: list[str] = []
 
     # -- loading -----------------------------------------------------------------
-    def _adopt(self, commands: dict[str, click.Command], origin: str) -> None:
+    def _adopt(self, commands: MutableMapping[str, click.Command], origin: str) -> None:
         for name, command in commands.items():
             existing = self._origin.get(name)
             if name in self.commands and existing != origin:
                 self.conflicts.append(
-                    f"command {name!r} is registered twice: by {existing!r} and by {origin!r}; keeping the first"
+                    f"command {name!r} is registered twice: by {existing!r} and by {origin!r}; "
+                    "keeping the first"
                 )
                 output.debug(self.conflicts[-1])
                 continue
@@ -110,7 +111,7 @@ class ThrumGroup(click.Group):
         return sorted(self.commands)
 
     # -- running -----------------------------------------------------------------
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -136,7 +137,9 @@ class ThrumGroup(click.Group):
             state, rest = prescan(argv)
         except PrescanError as exc:
             set_state(CliState(json="--json" in argv))
-            output.print_error(ThrumError(str(exc), {"field": exc.flag, "reason": "missing"}, code=INVALID_PARAMS))
+            output.print_error(
+                ThrumError(str(exc), {"field": exc.flag, "reason": "missing"}, code=INVALID_PARAMS)
+            )
             return 1
         set_state(state)
         if state.verbose:
@@ -150,7 +153,9 @@ class ThrumGroup(click.Group):
             return get_state().error_exit_code
         except click.exceptions.NoArgsIsHelpError as exc:
             if state.json:
-                output.print_error(ThrumError("a command is required", {"field": "command"}, code=INVALID_PARAMS))
+                output.print_error(
+                    ThrumError("a command is required", {"field": "command"}, code=INVALID_PARAMS)
+                )
                 return 1
             click.echo(exc.ctx.get_help())
             return 0
@@ -188,7 +193,9 @@ class ThrumGroup(click.Group):
 
                 traceback.print_exc()
             output.print_error(
-                ThrumError(f"internal error: {type(exc).__name__}: {exc}", {"reason": "bug"}, code=INTERNAL_ERROR)
+                ThrumError(
+                    f"internal error: {type(exc).__name__}: {exc}", {"reason": "bug"}, code=INTERNAL_ERROR
+                )
             )
             if not state.verbose:
                 output.hint("run again with -v for the traceback")
@@ -222,12 +229,16 @@ def _global_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Global flags --repo, --json, -q and -v may also follow the command.",
 )
-@click.option("--repo", metavar="PATH", expose_value=False, callback=_global_flag, help="Repository to act on.")
+@click.option(
+    "--repo", metavar="PATH", expose_value=False, callback=_global_flag, help="Repository to act on."
+)
 @click.option(
     "--json", "json_output", is_flag=True, expose_value=False, callback=_global_flag, help="Print JSON."
 )
 @click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_global_flag, help="No hints.")
-@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_global_flag, help="Debug to stderr.")
+@click.option(
+    "-v", "--verbose", is_flag=True, expose_value=False, callback=_global_flag, help="Debug to stderr."
+)
 @click.option("--role", expose_value=False, callback=_set_identity_flags, help="Override the agent role.")
 @click.option("--module", expose_value=False, callback=_set_identity_flags, help="Override the agent module.")
 @click.option("--name", expose_value=False, callback=_set_identity_flags, help="Act as this agent.")

@@ -11,28 +11,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 __all__ = ["CliState", "get_state", "hints_enabled", "prescan", "set_state"]
 
 
-@dataclass
 class CliState:
     """The global flags of one CLI invocation.
 
     ``error_exit_code`` is the status used when the command fails with an
     error; a command whose contract differs (``wait`` exits 2) sets it.
+    ``environ`` is the environment commands read (``os.environ``).
     """
 
-    repo: str | None = None
-    json: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    role: str | None = None
-    module: str | None = None
-    name: str | None = None
-    error_exit_code: int = 1
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # A plain class, not a dataclass: building a dataclass costs about a
+    # millisecond at import, and every CLI command imports this module.
+    __slots__ = ("environ", "error_exit_code", "json", "module", "name", "quiet", "repo", "role", "verbose")
+
+    def __init__(
+        self,
+        repo: str | None = None,
+        json: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        role: str | None = None,
+        module: str | None = None,
+        name: str | None = None,
+        error_exit_code: int = 1,
+        environ: Mapping[str, str] | None = None,
+    ):
+        self.repo = repo
+        self.json = json
+        self.quiet = quiet
+        self.verbose = verbose
+        self.role = role
+        self.module = module
+        self.name = name
+        self.error_exit_code = error_exit_code
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if k != "environ")
+        return f"CliState({fields})"
 
 
 _state = CliState()

@@ -83,7 +83,9 @@ class DoctorReport:
     def check(self, name: str, status: str, message: str, fixed: bool = False) -> DoctorCheck:
         """Record one check; ``status`` is ``ok``, ``warn`` or ``fail``."""
         if status not in STATUSES:
-            raise ValueError(f"doctor check {name!r}: status must be one of {', '.join(STATUSES)}, not {status!r}")
+            raise ValueError(
+                f"doctor check {name!r}: status must be one of {', '.join(STATUSES)}, not {status!r}"
+            )
         entry = DoctorCheck(str(name), status, str(message), bool(fixed), self.plugin)
         self.checks.append(entry)
         return entry
@@ -101,9 +103,7 @@ class DoctorReport:
 # ----------------------------------------------------------------- core checks
 
 
-def _check_repository(
-    report: DoctorReport, cwd: Path | None, repo_flag: str | None
-) -> ThrumPaths | None:
+def _check_repository(report: DoctorReport, cwd: Path | None, repo_flag: str | None) -> ThrumPaths | None:
     from thrum_core.paths import ThrumPaths, find_repo_root
 
     try:
@@ -142,7 +142,9 @@ def _check_config(report: DoctorReport, paths: ThrumPaths) -> None:
     if paths.config_file.exists():
         report.check("config", OK, f"{paths.config_file} is valid")
     else:
-        report.check("config", WARN, f"{paths.config_file} is missing; defaults apply (thrum init --force writes it)")
+        report.check(
+            "config", WARN, f"{paths.config_file} is missing; defaults apply (thrum init --force writes it)"
+        )
 
 
 def _check_lifecycle_files(report: DoctorReport, paths: ThrumPaths) -> None:
@@ -176,10 +178,14 @@ def _check_lifecycle_files(report: DoctorReport, paths: ThrumPaths) -> None:
         report.check("daemon_files", OK, "no daemon running and no stale files")
         return
     if report.fix and cleanup_stale(paths):
-        report.check("daemon_files", OK, f"removed stale files of a dead daemon: {', '.join(stale)}", fixed=True)
+        report.check(
+            "daemon_files", OK, f"removed stale files of a dead daemon: {', '.join(stale)}", fixed=True
+        )
         return
     report.check(
-        "daemon_files", WARN, f"stale files of a dead daemon: {', '.join(stale)} (thrum doctor --fix removes them)"
+        "daemon_files",
+        WARN,
+        f"stale files of a dead daemon: {', '.join(stale)} (thrum doctor --fix removes them)",
     )
 
 
@@ -244,7 +250,9 @@ def _run_plugin_checks(report: DoctorReport) -> None:
         try:
             impl.function(report=report)
         except Exception as exc:
-            report.check(f"plugin {impl.plugin_name}", FAIL, f"its doctor check raised {type(exc).__name__}: {exc}")
+            report.check(
+                f"plugin {impl.plugin_name}", FAIL, f"its doctor check raised {type(exc).__name__}: {exc}"
+            )
         finally:
             report.plugin = None
 

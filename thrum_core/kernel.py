@@ -174,7 +174,7 @@ class Kernel:
         from thrum_core.timefmt import format_ts
 
         self.started_at = format_ts(time.time_ns())
-        store = self.store or await trio.to_thread.run_sync(self.open_store)
+        store: EventStore = self.store if self.store is not None else await trio.to_thread.run_sync(self.open_store)
         await self._run_hooks("thrum_startup", None)
         try:
             async with trio.open_nursery() as root:

@@ -22,10 +22,9 @@ import socket
 import stat
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from thrum_core.errors import ThrumError
 from thrum_core.fsutil import atomic_write_json, ensure_dir
@@ -145,8 +144,7 @@ class DaemonLock:
             os.close(fd)
 
 
-@dataclass(frozen=True)
-class PidInfo:
+class PidInfo(NamedTuple):
     """Content of ``var/thrum.pid`` (SPEC §5.3).
 
     A legacy file holding only a decimal PID gives ``PidInfo(pid)`` with the

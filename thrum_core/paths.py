@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from thrum_core.errors import NotInitialized, ThrumError
 from thrum_core.lifecycle import read_pid_file
@@ -398,9 +398,12 @@ def _resolve_redirect(local_thrum_dir: Path) -> Path | None:
     return target
 
 
-@dataclass(frozen=True)
-class ThrumPaths:
+class ThrumPaths(NamedTuple):
     """Every path thrum uses for one repository root (SPEC §5.1-5.3, §5.8, §8.1).
+
+    A ``NamedTuple`` rather than a dataclass: the CLI builds one for every
+    command, and ``dataclasses`` (which imports ``inspect``) costs it
+    milliseconds of start-up.
 
     Build it with :meth:`for_root` or :meth:`discover`; nothing is created on
     disk.  Runtime files live in the *effective* thrum dir's ``var/`` (shared by

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from thrum_example.plugin import DETECT_VARIABLE, ExampleRuntime
 
 from thrum_core.errors import ThrumError
 from thrum_core.kernel import Kernel
 from thrum_core.plugins.manager import PluginManager
 from thrum_core.plugins.registry import Registry
 from thrum_core.testing import AsyncClient, ThrumCliRunner, ThrumRepo
-from thrum_example.plugin import DETECT_VARIABLE, ExampleRuntime
 
 
 def test_plugin_registers_every_hook(thrum_pm: PluginManager) -> None:
@@ -50,7 +50,9 @@ async def test_hello_over_the_socket(thrum_kernel: Kernel, rpc_client: AsyncClie
     ("params", "field"),
     [({"name": ""}, "name"), ({"name": 7}, "name"), ({"shout": "yes"}, "shout"), ({"nme": "typo"}, "nme")],
 )
-async def test_hello_rejects_bad_params(rpc_client: AsyncClient, params: dict[str, object], field: str) -> None:
+async def test_hello_rejects_bad_params(
+    rpc_client: AsyncClient, params: dict[str, object], field: str
+) -> None:
     with pytest.raises(ThrumError) as info:
         await rpc_client.call("example.hello", params)
     assert info.value.code == -32602

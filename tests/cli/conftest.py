@@ -58,6 +58,90 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 Invoke = Callable[..., Result]
 
+FAKE_PLUGIN = '''
+import os
+import click
+from thrum_core.markers import hookimpl
+
+
+@click.command("hello")
+def hello():
+    """Say hello (a third-party command)."""
+    click.echo("hello from fakeplug")
+
+
+@hookimpl
+def thrum_register_commands(cli):
+    cli.add_command(hello)
+
+
+@hookimpl
+def thrum_doctor(report):
+    report.check("fake_check", "ok", "fakeplug looked at " + str(report.paths.root))
+    if os.environ.get("FAKE_DOCTOR_RAISE"):
+        raise RuntimeError("fake doctor exploded")
+
+
+class FakeRuntime:
+    name = "fake"
+    display = "Fake Runtime"
+
+    def detect(self, environ, cwd):
+        return environ.get("FAKE_RUNTIME") == "1"
+
+    def files(self, context):
+        return [
+            ("FAKE.md", "agent " + context["agent_name"] + " (" + context["agent_role"] + ")\\n", "managed"),
+            ("fake/settings.json", "{}\\n", "skip-if-exists"),
+        ]
+
+
+class FakeSync:
+    name = "fakesync"
+
+    def init_repo(self, paths, options):
+        (paths.git_common_dir / "fakesync-init").write_text(repr(sorted(options.items())))
+        return {"sync_worktree": str(paths.sync_dir), "branch": "a-sync", "created_branch": True}
+
+
+@hookimpl
+def thrum_register_runtimes(register):
+    register("fake", FakeRuntime())
+
+
+@hookimpl
+def thrum_register_sync_backends(register):
+    register("fakesync", FakeSync())
+'''
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path) -> Path:
+    """A directory holding distribution ``fakeplug`` with plugins ``fake`` and ``broken``.
+
+    Put it on ``PYTHONPATH`` of a ``thrum`` subprocess: ``fake`` adds a
+    command, a doctor check, a runtime and a sync backend; ``broken`` fails to
+    import.
+    """
+    site = tmp_path / "site"
+    dist = site / "fakeplug-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[thrum]\nfake = fakeplug\nbroken = brokenplug\n")
+    (site / "fakeplug.py").write_text(FAKE_PLUGIN)
+    (site / "brokenplug.py").write_text("raise ImportError('brokenplug cannot be imported')\n")
+    return site
+
+
+def thrum(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``thrum`` executable (``THRUM_*`` variables cleared, ``env`` added)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
+    full_env.update(GIT_ENV)
+    full_env.update(env or {})
+    return subprocess.run(
+        ["thrum", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False
+    )
+
 
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch) -> Invoke:

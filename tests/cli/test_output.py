@@ -107,7 +107,9 @@ def test_daemon_not_running_error_shape(run_cli: Invoke, git_repo: Path) -> None
     assert human.stderr.strip() == f"Error: {DAEMON_DOWN}"
 
 
-def test_rpc_call_reports_daemon_not_running(run_cli: Invoke, git_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rpc_call_reports_daemon_not_running(
+    run_cli: Invoke, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _init(run_cli, git_repo)
     monkeypatch.chdir(git_repo)
     set_state(CliState())

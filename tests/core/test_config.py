@@ -39,7 +39,7 @@ def write(path: Path, obj: object) -> Path:
 
 def test_missing_file_gives_all_defaults(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "config.json", environ={})
-    assert cfg.daemon == DaemonConfig()
+    assert cfg.daemon == DaemonConfig.model_validate({})
     d = cfg.daemon
     assert (d.local_only, d.sync_interval, d.sync_debounce_ms, d.sync_remote) == (True, 60, 1000, "origin")
     assert (d.ws_port, d.peer_port, d.single_agent_mode, d.log_level) == ("auto", "auto", False, "info")
@@ -49,8 +49,12 @@ def test_missing_file_gives_all_defaults(tmp_path: Path) -> None:
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
-    path = write(tmp_path / "config.json", {"daemon": {"local_only": True, "ws_port": 9000, "sync_interval": 30}})
-    cfg = load_config(path, environ={"THRUM_LOCAL": "false", "THRUM_WS_PORT": "9100"}, flags={"daemon.local_only": True})
+    path = write(
+        tmp_path / "config.json", {"daemon": {"local_only": True, "ws_port": 9000, "sync_interval": 30}}
+    )
+    cfg = load_config(
+        path, environ={"THRUM_LOCAL": "false", "THRUM_WS_PORT": "9100"}, flags={"daemon.local_only": True}
+    )
     assert cfg.daemon.local_only is True
     assert cfg.sources["daemon.local_only"] == "flag"
     assert cfg.daemon.ws_port == 9100
@@ -152,7 +156,11 @@ def test_broken_file_gives_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unknown_blocks_and_keys_are_preserved(tmp_path: Path) -> None:
-    data = {"daemon": {"local_only": False, "future_knob": 3}, "telegram": {"token": "x"}, "project_name": "p"}
+    data = {
+        "daemon": {"local_only": False, "future_knob": 3},
+        "telegram": {"token": "x"},
+        "project_name": "p",
+    }
     path = write(tmp_path / "config.json", data)
     cfg = load_config(path, environ={})
     effective = cfg.effective()
@@ -216,7 +224,7 @@ def test_plugin_sections_via_the_historic_hook(tmp_path: Path) -> None:
 def test_a_section_key_is_claimed_once() -> None:
     schema = ConfigSchema()
     schema.add_section("peers", PeersSection, owner="a")
-    with pytest.raises(ThrumError, match="claimed twice.*'a'.*'b'"):
+    with pytest.raises(ThrumError, match=r"claimed twice.*'a'.*'b'"):
         schema.add_section("peers", PeersSection, owner="b")
     with pytest.raises(ThrumError, match="'thrum_core'"):
         schema.add_section("daemon", PeersSection, owner="c")
@@ -225,4 +233,4 @@ def test_a_section_key_is_claimed_once() -> None:
 def test_non_object_block_is_treated_as_empty(tmp_path: Path) -> None:
     path = write(tmp_path / "config.json", {"daemon": "oops"})
     cfg = load_config(path, environ={})
-    assert cfg.daemon == DaemonConfig()
+    assert cfg.daemon == DaemonConfig.model_validate({})

@@ -18,7 +18,13 @@ import pytest
 
 from thrum_core.errors import PluginError
 from thrum_core.markers import hookimpl
-from thrum_core.plugins.loader import BUILTIN_DIST, discover, is_enabled, load_entry_points, make_plugin_manager
+from thrum_core.plugins.loader import (
+    BUILTIN_DIST,
+    discover,
+    is_enabled,
+    load_entry_points,
+    make_plugin_manager,
+)
 from thrum_core.plugins.manager import DISABLED, FAILED, LOADED, PluginManager
 from thrum_core.plugins.registry import Registry
 from thrum_core.rpc.spec import MethodRegistry
@@ -210,7 +216,7 @@ def test_is_enabled_matches_name_or_distribution(site: Path) -> None:
 
 def test_strict_plugins_raises_on_import_failure(site: Path) -> None:
     dist(site, "tp-dist", {"tp-broken": "tp_broken_import"})
-    with pytest.raises(PluginError, match="tp-broken.*ImportError"):
+    with pytest.raises(PluginError, match=r"tp-broken.*ImportError"):
         make_plugin_manager({"THRUM_LOAD_PLUGINS": "tp-broken", "THRUM_STRICT_PLUGINS": "1"})
 
 
@@ -243,7 +249,9 @@ def test_no_trace_without_the_variable(site: Path, capsys: pytest.CaptureFixture
     assert "thrum_detect_runtime" not in capsys.readouterr().err
 
 
-@pytest.mark.xfail(reason="call_each/notify call implementations directly, bypassing pluggy's tracer", strict=False)
+@pytest.mark.xfail(
+    reason="call_each/notify call implementations directly, bypassing pluggy's tracer", strict=False
+)
 def test_trace_plugins_covers_registration_hooks(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dist(site, "tp-dist", {"tp-alpha": "tp_alpha"})
     manager = make_plugin_manager({"THRUM_LOAD_PLUGINS": "tp-alpha", "THRUM_TRACE_PLUGINS": "1"})
@@ -354,7 +362,7 @@ def test_duplicate_method_names_both_plugins(site: Path) -> None:
 def test_duplicate_method_is_refused_in_strict_mode(site: Path) -> None:
     dist(site, "tp-dist", {"tp-alpha": "tp_alpha", "tp-dup": "tp_dup"})
     manager = make_plugin_manager({"THRUM_LOAD_PLUGINS": "tp-alpha,tp-dup", "THRUM_STRICT_PLUGINS": "1"})
-    with pytest.raises(PluginError, match="'tp-alpha'.*'tp-dup'"):
+    with pytest.raises(PluginError, match=r"'tp-alpha'.*'tp-dup'"):
         manager.collect("thrum_register_rpc_methods", MethodRegistry())
 
 
@@ -403,7 +411,10 @@ def test_registry_refuses_duplicates_and_names_both_plugins() -> None:
     registry.bound("plugin-a")("claude", 1)
     with pytest.raises(PluginError) as info:
         registry.bound("plugin-b")("claude", 2)
-    assert str(info.value) == "runtime 'claude' is registered twice: by plugin 'plugin-a' and by plugin 'plugin-b'"
+    assert (
+        str(info.value)
+        == "runtime 'claude' is registered twice: by plugin 'plugin-a' and by plugin 'plugin-b'"
+    )
     assert registry.get("claude") == 1
 
 
@@ -445,7 +456,12 @@ def test_method_registrar_validates_at_once() -> None:
         register("tp.y", "nope")  # type: ignore[arg-type]
     entry = register("tp.z", handler, transports=["unix"], auth="admin", deadline_s=1.5)
     spec = entry.obj
-    assert (spec.name, spec.plugin, spec.auth, spec.transports) == ("tp.z", "tp", "admin", frozenset({"unix"}))
+    assert (spec.name, spec.plugin, spec.auth, spec.transports) == (
+        "tp.z",
+        "tp",
+        "admin",
+        frozenset({"unix"}),
+    )
     assert spec.deadline_for(None, 10.0) == 1.5
     with pytest.raises(PluginError, match="by plugin 'tp' and by plugin 'other'"):
         methods.bound("other")("tp.z", handler)

@@ -34,9 +34,10 @@ def defines_hookimpl(path: Path) -> bool:
     """Whether the module at ``path`` has a top-level function decorated with ``hookimpl``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            if any(_decorator_name(d) == "hookimpl" for d in node.decorator_list):
-                return True
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and any(
+            _decorator_name(d) == "hookimpl" for d in node.decorator_list
+        ):
+            return True
     return False
 
 

@@ -1,4 +1,4 @@
-"""The JSONL files of the sync dir (SPEC §5.8, §6.3–§6.7).
+"""The JSONL files of the sync dir (SPEC §5.8, §6.3-§6.7).
 
 Everything here is blocking file I/O; the writer runs it in a worker thread.
 
@@ -198,7 +198,9 @@ class AppendLog:
             new_dirs.add(parent.parent)
         created = False
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _LOG_FILE_MODE)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _LOG_FILE_MODE
+            )
             created = True
         except FileExistsError:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)

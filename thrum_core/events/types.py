@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from thrum_core.errors import PluginError
@@ -82,7 +82,7 @@ SortKey = tuple[int, bytes]
 TombstonePredicate = Callable[[Mapping[str, Any], SortKey], bool]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StoredEvent:
     """One event as it is stored: the parsed object and its exact line.
 
@@ -112,11 +112,45 @@ class StoredEvent:
     seq: int | None = None
     state: str = "applied"
 
+    # The generated __init__ of a frozen dataclass calls object.__setattr__ per
+    # field (3.5 µs here); setting the slots through their descriptors is
+    # three times faster, which matters at a million events per rebuild.
+    def __init__(
+        self,
+        obj: dict[str, Any],
+        line: bytes,
+        event_id: str,
+        type: str,
+        ts_ns: int,
+        k: str,
+        file: str,
+        origin_daemon: str,
+        source: str,
+        seq: int | None = None,
+        state: str = "applied",
+    ) -> None:
+        s = _STORED_SETTERS
+        s[0](self, obj)
+        s[1](self, line)
+        s[2](self, event_id)
+        s[3](self, type)
+        s[4](self, ts_ns)
+        s[5](self, k)
+        s[6](self, file)
+        s[7](self, origin_daemon)
+        s[8](self, source)
+        s[9](self, seq)
+        s[10](self, state)
+
     @property
     def sort_key(self) -> SortKey:
         """The SPEC §2.3 sort key ``(ts_ns, event_id as UTF-8)``."""
         return (self.ts_ns, self.event_id.encode("utf-8", "surrogatepass"))
 
+
+_STORED_SETTERS: tuple[Callable[[StoredEvent, Any], None], ...] = tuple(
+    getattr(StoredEvent, f.name).__set__ for f in fields(StoredEvent)
+)
 
 #: What ``thrum_event_applied`` observers receive.
 AppliedEvent = StoredEvent
@@ -296,7 +330,9 @@ class EventTypeRegistry:
             if not isinstance(name, str) or not name or name != name.strip():
                 raise PluginError(f"plugin {plugin!r} registered an event type with an invalid name {name!r}")
         if len(set(names)) != len(names):
-            raise PluginError(f"event type {event_type.name!r} of plugin {plugin!r} repeats a name in its aliases")
+            raise PluginError(
+                f"event type {event_type.name!r} of plugin {plugin!r} repeats a name in its aliases"
+            )
         for name in names:
             other = self._name_owner.get(name)
             if other is not None:
@@ -306,7 +342,9 @@ class EventTypeRegistry:
         if event_type.reducer is not None and not callable(event_type.reducer):
             raise PluginError(f"event type {event_type.name!r} of plugin {plugin!r}: reducer is not callable")
         if not (isinstance(event_type.route, str) or callable(event_type.route)):
-            raise PluginError(f"event type {event_type.name!r} of plugin {plugin!r}: route must be a str or callable")
+            raise PluginError(
+                f"event type {event_type.name!r} of plugin {plugin!r}: route must be a str or callable"
+            )
         if isinstance(event_type.route, str):
             from thrum_core.events.log import check_route
 
@@ -318,7 +356,8 @@ class EventTypeRegistry:
             getattr(event_type.tombstone, "build_filter", None)
         ):
             raise PluginError(
-                f"event type {event_type.name!r} of plugin {plugin!r}: tombstone needs a build_filter callable"
+                f"event type {event_type.name!r} of plugin {plugin!r}: "
+                "tombstone needs a build_filter callable"
             )
         stamped = replace(event_type, owner=plugin, aliases=tuple(event_type.aliases))
         self._types[stamped.name] = _TypeEntry(stamped, plugin)
@@ -327,7 +366,9 @@ class EventTypeRegistry:
             self._name_owner[name] = plugin
         return stamped
 
-    def add_migrations(self, owner: str, steps: list[str] | tuple[str, ...], plugin: str, *, local: bool) -> None:
+    def add_migrations(
+        self, owner: str, steps: list[str] | tuple[str, ...], plugin: str, *, local: bool
+    ) -> None:
         """Register the ordered SQL ``steps`` of ``owner`` (projection or local tables)."""
         if not isinstance(owner, str) or not owner or any(c in owner for c in "'\"\n"):
             raise PluginError(f"plugin {plugin!r} registered migrations with an invalid owner {owner!r}")
@@ -338,7 +379,8 @@ class EventTypeRegistry:
         if existing is not None:
             kind = "local migrations" if local else "migrations"
             raise PluginError(
-                f"{kind} for {owner!r} are registered twice: by plugin {existing.plugin!r} and by plugin {plugin!r}"
+                f"{kind} for {owner!r} are registered twice: "
+                f"by plugin {existing.plugin!r} and by plugin {plugin!r}"
             )
         self._migrations[key] = Migrations(owner, tuple(steps), local, plugin)
 

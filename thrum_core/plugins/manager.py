@@ -47,7 +47,7 @@ class PluginRecord:
 
 
 def _truthy(value: str | None) -> bool:
-    return bool(value) and value.strip().lower() not in ("0", "false", "no", "off")
+    return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
 class PluginManager:

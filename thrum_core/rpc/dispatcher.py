@@ -37,6 +37,11 @@ log = logging.getLogger("thrum.rpc")
 MAX_BATCH = 100
 _MISSING = object()
 
+# One encoder for every reply: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode = _ENCODER.encode
+_decode = json.JSONDecoder().decode
+
 
 def error_response(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> dict:
     err: dict[str, Any] = {"code": code, "message": message}
@@ -46,7 +51,7 @@ def error_response(request_id: Any, code: int, message: str, data: dict[str, Any
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _encode(obj).encode()
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -70,6 +75,61 @@ def validation_error_to_thrum(exc: ValidationError) -> ThrumError:
     return ThrumError(f"invalid parameter {field!r}: {reason}", data, code=INVALID_PARAMS)
 
 
+class LentScope:
+    """A cancel scope a transport has already entered around its task, lent to one request at a time.
+
+    Entering a :class:`trio.CancelScope` is one of the dearest steps of a
+    call, and most handlers finish without ever suspending, so they cannot be
+    cancelled anyway.  A transport that runs requests inline in a task sitting
+    inside its own scope lends that scope: the dispatcher records the
+    request's deadline with :meth:`arm` without applying it; the transport calls
+    :meth:`activate` just before the request first suspends (from then on the
+    task serves only that request) and :meth:`release` after a request that
+    finished without suspending.  When the deadline fires, ``Cancelled``
+    propagates to the transport's ``with`` block, which sends
+    :meth:`timeout_reply`.  ``ctx.cancel_scope`` is this scope, so
+    ``mark_submitted`` shields it as usual.
+    """
+
+    __slots__ = ("cancel_scope", "deadline", "timeout")
+
+    def __init__(self, cancel_scope: trio.CancelScope):
+        self.cancel_scope = cancel_scope
+        self.deadline = math.inf
+        self.timeout: tuple[Any, bool, float, str] | None = None
+
+    def arm(self, deadline: float, rid: Any, notification: bool, seconds: float, method: str) -> None:
+        """Record the request's absolute deadline and what to answer if it passes."""
+        self.deadline = deadline
+        self.timeout = (rid, notification, seconds, method)
+
+    def activate(self) -> None:
+        """Apply the armed deadline (unless the handler already shielded or re-timed the scope)."""
+        scope = self.cancel_scope
+        if self.deadline != math.inf and not scope.shield and scope.deadline == math.inf:
+            scope.deadline = self.deadline
+
+    def release(self) -> None:
+        """Forget the request that just finished inline; undo anything it did to the scope."""
+        scope = self.cancel_scope
+        if scope.shield:
+            scope.shield = False
+        if scope.deadline != math.inf:
+            scope.deadline = math.inf
+        self.deadline = math.inf
+        self.timeout = None
+
+    def timeout_reply(self) -> bytes | None:
+        """The encoded -32004 reply for the armed request (``None`` for a notification)."""
+        if self.timeout is None:
+            return None
+        rid, notification, seconds, method = self.timeout
+        if notification:
+            return None
+        exc = Timeout(int(seconds * 1000), f"{method} timed out after {seconds:g} s")
+        return _dumps({"jsonrpc": "2.0", "error": exc.to_error_object(), "id": rid})
+
+
 class Dispatcher:
     """Validates requests, resolves callers, runs handlers under deadlines."""
 
@@ -78,26 +138,42 @@ class Dispatcher:
         self.methods = methods
         self.default_deadline_s = default_deadline_s
         self.inflight = 0
-        self._idle = trio.Event()
-        self._idle.set()
+        # Created only while someone waits: making an Event per busy period costs on every request.
+        self._idle: trio.Event | None = None
 
     async def wait_idle(self) -> None:
         """Return when no request is being processed."""
         while self.inflight:
+            if self._idle is None:
+                self._idle = trio.Event()
             await self._idle.wait()
 
     # -- bytes in, bytes out ----------------------------------------------
-    async def handle_bytes(self, data: bytes | str, conn: Connection | None, transport: str) -> bytes | None:
-        """Process one JSON-RPC value; return the encoded reply or ``None``."""
+    async def handle_bytes(
+        self,
+        data: bytes | str,
+        conn: Connection | None,
+        transport: str,
+        *,
+        lent_scope: LentScope | None = None,
+    ) -> bytes | None:
+        """Process one JSON-RPC value; return the encoded reply or ``None``.
+
+        ``lent_scope``: see :class:`LentScope` (used for a single request, not a batch).
+        """
         try:
-            value = json.loads(data)
+            # Strict UTF-8 (SPEC §8.1): invalid bytes are a parse error (UnicodeDecodeError is a ValueError).
+            value = _decode(data.decode() if isinstance(data, (bytes, bytearray)) else data)
         except (ValueError, RecursionError) as exc:
             return _dumps(error_response(None, PARSE_ERROR, "Parse error", {"reason": str(exc)[:200]}))
-        reply = await self.handle_value(value, conn, transport)
+        if type(value) is dict:
+            reply = await self.handle_request(value, conn, transport, lent_scope=lent_scope)
+        else:
+            reply = await self.handle_value(value, conn, transport)
         if reply is None:
             return None
         try:
-            return _dumps(reply)
+            return _encode(reply).encode()
         except (TypeError, ValueError) as exc:
             log.exception("unserialisable result")
             rid = reply.get("id") if isinstance(reply, dict) else None
@@ -113,7 +189,9 @@ class Dispatcher:
 
     async def _handle_batch(self, batch: list[Any], conn: Connection | None, transport: str) -> Any | None:
         if not batch:
-            return error_response(None, INVALID_REQUEST, "Invalid request: empty batch", {"reason": "empty_batch"})
+            return error_response(
+                None, INVALID_REQUEST, "Invalid request: empty batch", {"reason": "empty_batch"}
+            )
         if len(batch) > MAX_BATCH:
             return error_response(
                 None,
@@ -133,29 +211,37 @@ class Dispatcher:
         return out or None
 
     # -- one request ---------------------------------------------------------
-    async def handle_request(self, req: Any, conn: Connection | None, transport: str) -> dict | None:
+    async def handle_request(
+        self, req: Any, conn: Connection | None, transport: str, *, lent_scope: LentScope | None = None
+    ) -> dict | None:
         """Process one request object; ``None`` for notifications."""
         if not isinstance(req, dict):
-            return error_response(None, INVALID_REQUEST, "Invalid request: not an object", {"reason": "not_object"})
+            return error_response(
+                None, INVALID_REQUEST, "Invalid request: not an object", {"reason": "not_object"}
+            )
         rid = req.get("id", _MISSING)
         notification = rid is _MISSING
         if notification:
             rid = None
         elif rid is not None and (
-            isinstance(rid, bool) or not isinstance(rid, (str, int, float)) or (isinstance(rid, float) and not math.isfinite(rid))
+            isinstance(rid, bool)
+            or not isinstance(rid, (str, int, float))
+            or (isinstance(rid, float) and not math.isfinite(rid))
         ):
             return error_response(None, INVALID_REQUEST, "Invalid request: bad id", {"reason": "bad_id"})
         if req.get("jsonrpc") != "2.0":
-            return error_response(rid, INVALID_REQUEST, 'Invalid request: jsonrpc must be "2.0"', {"reason": "jsonrpc"})
+            return error_response(
+                rid, INVALID_REQUEST, 'Invalid request: jsonrpc must be "2.0"', {"reason": "jsonrpc"}
+            )
         method = req.get("method")
         if not isinstance(method, str):
-            return error_response(rid, INVALID_REQUEST, "Invalid request: method must be a string", {"reason": "method"})
+            return error_response(
+                rid, INVALID_REQUEST, "Invalid request: method must be a string", {"reason": "method"}
+            )
 
         self.inflight += 1
-        if self.inflight == 1:
-            self._idle = trio.Event()
         try:
-            result = await self._call(req, method, rid, conn, transport)
+            result = await self._call(req, method, rid, conn, transport, notification, lent_scope)
         except ThrumError as exc:
             if notification:
                 return None
@@ -165,12 +251,16 @@ class Dispatcher:
             if notification:
                 return None
             return error_response(
-                rid, INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}", {"reason": str(exc)[:500]}
+                rid,
+                INTERNAL_ERROR,
+                f"internal error in {method}: {type(exc).__name__}",
+                {"reason": str(exc)[:500]},
             )
         finally:
             self.inflight -= 1
-            if self.inflight == 0:
+            if self.inflight == 0 and self._idle is not None:
                 self._idle.set()
+                self._idle = None
         if notification:
             return None
         return {"jsonrpc": "2.0", "result": result, "id": rid}
@@ -189,6 +279,8 @@ class Dispatcher:
 
     def _validate(self, spec: MethodSpec, raw: Any) -> tuple[Any, str | None]:
         if raw is _MISSING or raw is None:
+            if spec.params is None:
+                return None, None
             raw = {}
         if not isinstance(raw, dict):
             raise ThrumError(
@@ -201,7 +293,11 @@ class Dispatcher:
                 {"field": "caller_agent_id", "reason": "not a string"},
                 code=INVALID_PARAMS,
             )
-        clean = {k: v for k, v in raw.items() if v is not None and k != "caller_agent_id" and not k.startswith("x_")}
+        clean = {
+            k: v
+            for k, v in raw.items()
+            if v is not None and k != "caller_agent_id" and not k.startswith("x_")
+        }
         if spec.params is None:
             if clean:
                 field = sorted(clean)[0]
@@ -216,7 +312,16 @@ class Dispatcher:
         except ValidationError as exc:
             raise validation_error_to_thrum(exc) from None
 
-    async def _call(self, req: dict, method: str, rid: Any, conn: Connection | None, transport: str) -> Any:
+    async def _call(
+        self,
+        req: dict,
+        method: str,
+        rid: Any,
+        conn: Connection | None,
+        transport: str,
+        notification: bool = False,
+        lent: LentScope | None = None,
+    ) -> Any:
         spec = self._lookup(method, transport)
         params, caller_agent_id = self._validate(spec, req.get("params", _MISSING))
         ctx = CallContext(
@@ -236,6 +341,10 @@ class Dispatcher:
             raise PermissionDenied("forbidden", f"{method} is only available on the Unix socket")
 
         deadline = spec.deadline_for(params, self.default_deadline_s)
+        if lent is not None:
+            ctx.cancel_scope = lent.cancel_scope
+            lent.arm(trio.current_time() + deadline, rid, notification, deadline, method)
+            return await spec.handler(params, ctx)
         with trio.CancelScope(deadline=trio.current_time() + deadline) as scope:
             ctx.cancel_scope = scope
             return await spec.handler(params, ctx)

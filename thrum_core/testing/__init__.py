@@ -151,7 +151,9 @@ async def thrum_kernel_runner(nursery: trio.Nursery) -> AsyncIterator[KernelRunn
 
 
 @pytest.fixture
-async def thrum_kernel(thrum_kernel_runner: KernelRunner, thrum_pm: PluginManager, thrum_repo: ThrumRepo) -> Kernel:
+async def thrum_kernel(
+    thrum_kernel_runner: KernelRunner, thrum_pm: PluginManager, thrum_repo: ThrumRepo
+) -> Kernel:
     """A ready in-process kernel for ``thrum_repo`` built from ``thrum_pm``."""
     return await thrum_kernel_runner.start(thrum_pm, thrum_repo)
 

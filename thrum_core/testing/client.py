@@ -72,7 +72,9 @@ class AsyncClient:
         await self.send_value(req)
         return req.get("id")
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> Any:
         """Call ``method``; return its result or raise :class:`ThrumError` from an error reply."""
         rid = await self.send(method, params)
         reply = await self.wait_response(rid, timeout=timeout)

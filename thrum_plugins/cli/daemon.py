@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -48,7 +46,9 @@ def _paths() -> ThrumPaths:
     return resolve_paths()
 
 
-def probe_health(paths: ThrumPaths, *, dial_timeout: float = 1.0, timeout: float = 2.0) -> dict[str, Any] | None:
+def probe_health(
+    paths: ThrumPaths, *, dial_timeout: float = 1.0, timeout: float = 2.0
+) -> dict[str, Any] | None:
     """The daemon's ``health`` result, or ``None`` when nothing answers."""
     from thrum_cli.rpc import socket_path_for
     from thrum_core.client import Client
@@ -96,12 +96,17 @@ def persist_local_only(paths: ThrumPaths, value: bool) -> None:
     update_config_file(paths.config_file, {"daemon.local_only": value})
 
 
-def _file_lines(path: Path) -> list[str]:
+def _file_lines(path: Path, upto: tuple[int, int] | None = None) -> list[str]:
+    """The lines of ``path``; with ``upto=(inode, offset)``, only up to that offset of that file."""
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as fh:
-            return fh.read().splitlines()
+        with path.open("rb") as fh:
+            if upto is not None and os.fstat(fh.fileno()).st_ino == upto[0]:
+                data = fh.read(upto[1])
+            else:
+                data = fh.read()
     except OSError:
         return []
+    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def log_files(paths: ThrumPaths) -> list[Path]:
@@ -125,23 +130,31 @@ def _line_time_ns(line: str) -> int | None:
     return int(secs) * 1_000_000_000 + frac_ns
 
 
-def read_log_tail(paths: ThrumPaths, n: int, since_ns: int | None = None) -> list[str]:
+def read_log_tail(
+    paths: ThrumPaths, n: int, since_ns: int | None = None, *, upto: tuple[int, int] | None = None
+) -> list[str]:
     """The last ``n`` lines (0 = all) of the daemon log and its rotated files.
 
     With ``since_ns``, lines logged before that instant are dropped; a line
     without a timestamp (a traceback, raw stderr) follows the line before it.
+    ``upto=(inode, offset)`` reads ``daemon.log`` only up to that offset
+    (``logs -f`` continues from there).
     """
+
+    def lines_of(path: Path) -> list[str]:
+        return _file_lines(path, upto if path == paths.log_file else None)
+
     lines: list[str] = []
     if since_ns is None and n > 0:
         # Newest file first, stop once there are enough lines.
         for path in reversed(log_files(paths)):
-            lines = _file_lines(path) + lines
+            lines = lines_of(path) + lines
             if len(lines) >= n:
                 break
         return lines[-n:]
     keep = since_ns is None
     for path in log_files(paths):
-        for line in _file_lines(path):
+        for line in lines_of(path):
             ts = _line_time_ns(line)
             if since_ns is not None and ts is not None:
                 keep = ts >= since_ns
@@ -150,24 +163,34 @@ def read_log_tail(paths: ThrumPaths, n: int, since_ns: int | None = None) -> lis
     return lines[-n:] if n > 0 else lines
 
 
-def _follow(path: Path, poll_s: float = 0.25) -> Iterator[str]:
-    """Yield lines appended to ``path`` from its current end, across rotations."""
+def _log_position(path: Path) -> tuple[int, int] | None:
+    """``(inode, size)`` of ``path`` now, or ``None`` when it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
 
-    def reopen(at_end: bool) -> tuple[Any, int | None]:
+
+def _follow(path: Path, start: tuple[int, int] | None, poll_s: float = 0.2) -> Iterator[str]:
+    """Yield lines appended to ``path`` after ``start`` (``(inode, offset)``), across rotations."""
+
+    def reopen(offset: int) -> tuple[Any, int | None]:
         try:
             fh = path.open("r", encoding="utf-8", errors="replace")
         except OSError:
             return None, None
-        if at_end:
-            fh.seek(0, os.SEEK_END)
-        return fh, os.fstat(fh.fileno()).st_ino
+        ino = os.fstat(fh.fileno()).st_ino
+        if start is not None and ino == start[0]:
+            fh.seek(offset)
+        return fh, ino
 
-    fh, ino = reopen(at_end=True)
+    fh, ino = reopen(start[1] if start is not None else 0)
     try:
         while True:
             if fh is None:
                 time.sleep(poll_s)
-                fh, ino = reopen(at_end=False)
+                fh, ino = reopen(0)
                 continue
             line = fh.readline()
             if line:
@@ -180,12 +203,63 @@ def _follow(path: Path, poll_s: float = 0.25) -> Iterator[str]:
                 rotated = True
             if rotated:
                 fh.close()
-                fh, ino = reopen(at_end=False)
+                start = None
+                fh, ino = reopen(0)
                 continue
             time.sleep(poll_s)
     finally:
         if fh is not None:
             fh.close()
+
+
+def spawn_detached(cmd: list[str], log_file: Path, env: Mapping[str, str]) -> int:
+    """Start ``cmd`` in a new session, stdin ``/dev/null``, stdout/stderr appended to ``log_file``.
+
+    Returns the pid; the child is never waited on (it outlives this process).
+    ``posix_spawn`` is used rather than :class:`subprocess.Popen`, which would
+    warn about a child still running when its object is collected.
+    """
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            return os.posix_spawn(
+                cmd[0],
+                cmd,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, fd, 1),
+                    (os.POSIX_SPAWN_DUP2, fd, 2),
+                ],
+                setsid=True,
+            )
+        except (AttributeError, NotImplementedError):  # no posix_spawn / POSIX_SPAWN_SETSID here
+            import subprocess
+
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=dict(env), start_new_session=True
+            )
+            proc.returncode = 0  # never waited on by design; silences Popen's ResourceWarning
+            return proc.pid
+    finally:
+        os.close(fd)
+
+
+def _exit_status(pid: int) -> int | None:
+    """The exit status of our child ``pid`` if it has exited (reaping it), else ``None``."""
+    try:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None if _pid_alive(pid) else -1
+    if waited == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def _pid_alive(pid: int) -> bool:
+    from thrum_core.lifecycle import pid_alive
+
+    return pid_alive(pid)
 
 
 def _child_command(paths: ThrumPaths, local: bool | None) -> list[str]:
@@ -210,9 +284,7 @@ def _not_answering(pid: int | None, paths: ThrumPaths) -> Exception:
 def _already_running(pid: int | None, health: Mapping[str, Any]) -> Exception:
     from thrum_core.errors import Conflict
 
-    return Conflict(
-        "exists", f"already running (PID {pid})", pid=pid, ws_port=health.get("ws_port")
-    )
+    return Conflict("exists", f"already running (PID {pid})", pid=pid, ws_port=health.get("ws_port"))
 
 
 def check_not_running(paths: ThrumPaths) -> None:
@@ -262,22 +334,13 @@ def start_daemon(
     ensure_var_dir(paths)
     env = dict(os.environ)
     env.update(env_extra or {})
-    with open(paths.log_file, "ab") as log:
-        proc = subprocess.Popen(
-            _child_command(paths, local),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd=str(paths.main_root),
-            env=env,
-            start_new_session=True,
-        )
+    pid = spawn_detached(_child_command(paths, local), paths.log_file, env)
     deadline = time.monotonic() + timeout
     while True:
         health = probe_health(paths, dial_timeout=0.5)
         if health is not None:
             break
-        status = proc.poll()
+        status = _exit_status(pid)
         if status is not None:
             tail = read_log_tail(paths, LOG_TAIL_ON_FAILURE)
             raise ThrumError(
@@ -288,16 +351,16 @@ def start_daemon(
         if time.monotonic() >= deadline:
             tail = read_log_tail(paths, LOG_TAIL_ON_FAILURE)
             raise ThrumError(
-                f"the daemon (PID {proc.pid}) did not answer within {timeout:g} s; "
+                f"the daemon (PID {pid}) did not answer within {timeout:g} s; "
                 f"last lines of {paths.log_file}:\n" + "\n".join(tail),
-                {"reason": "timeout", "pid": proc.pid, "log_path": str(paths.log_file), "log_tail": tail},
+                {"reason": "timeout", "pid": pid, "log_path": str(paths.log_file), "log_tail": tail},
             )
         time.sleep(START_POLL_S)
     ws_port = health.get("ws_port") or read_ws_port(paths)
     return {
         "started": True,
         "already_running": False,
-        "pid": health.get("pid") or proc.pid,
+        "pid": health.get("pid") or pid,
         "ws_port": ws_port,
         "socket_path": str(socket_path_for(paths)),
         "log_path": str(paths.log_file),
@@ -310,6 +373,8 @@ def stop_daemon(paths: ThrumPaths, *, force: bool = False) -> dict[str, Any]:
     Raises :class:`DaemonNotRunning` when no daemon holds the lock (stale
     files are removed first).
     """
+    import signal
+
     from thrum_core.errors import DaemonNotRunning, ThrumError
     from thrum_core.lifecycle import cleanup_stale, pid_alive
 
@@ -358,7 +423,12 @@ def _wait_unlocked(paths: ThrumPaths, timeout: float) -> bool:
 
 
 def daemon_status(paths: ThrumPaths) -> dict[str, Any]:
-    """``{running, pid, repo_path, started_at, uptime_ms, version, sync_state, ws_port, socket_path, identity}``."""
+    """The status object of SPEC §14.
+
+    ``{running, pid, repo_path, started_at, uptime_ms, version, sync_state,
+    ws_port, socket_path, identity}``; everything but ``repo_path`` and
+    ``socket_path`` is ``null`` when the daemon does not answer.
+    """
     from thrum_cli.rpc import socket_path_for
     from thrum_core.lifecycle import read_pid_file
 
@@ -463,7 +533,9 @@ def stop(force: bool) -> None:
     result = stop_daemon(_paths(), force=force)
     emit(
         {"stopped": result["stopped"], "pid": result["pid"]},
-        lambda r: click.echo(f"thrum daemon stopped (PID {r['pid']}){' — killed' if result['forced'] else ''}"),
+        lambda r: click.echo(
+            f"thrum daemon stopped (PID {r['pid']}){' — killed' if result['forced'] else ''}"
+        ),
     )
 
 
@@ -515,11 +587,25 @@ def status() -> None:
         exit_with(1)
 
 
+def _print_lines(result: dict[str, Any]) -> None:
+    for line in result["lines"]:
+        click.echo(line)
+
+
 @daemon.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=DEFAULT_LOG_LINES, show_default=True,
-              help="Number of lines (0 = all).")
-@click.option("--since", metavar="TIME", help="Only lines since a date, timestamp or duration (10m = 10 min ago).")
+@click.option(
+    "-n",
+    "--lines",
+    "count",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LOG_LINES,
+    show_default=True,
+    help="Number of lines (0 = all).",
+)
+@click.option(
+    "--since", metavar="TIME", help="Only lines since a date, timestamp or duration (10m = 10 min ago)."
+)
 def logs(follow: bool, count: int, since: str | None) -> None:
     """Print the end of the daemon log (rotated files included)."""
     from thrum_cli.output import emit
@@ -536,11 +622,13 @@ def logs(follow: bool, count: int, since: str | None) -> None:
             raise InvalidParams("--since", "invalid", str(exc)) from None
     if follow and get_state().json:
         raise InvalidParams("--follow", "conflict", "--follow cannot be combined with --json")
-    lines = read_log_tail(paths, count, since_ns)
-    emit({"lines": lines}, lambda r: [click.echo(line) for line in r["lines"]])
+    # Taken before reading the tail so that no line written meanwhile is lost.
+    position = _log_position(paths.log_file) if follow else None
+    lines = read_log_tail(paths, count, since_ns, upto=position)
+    emit({"lines": lines}, _print_lines)
     if follow:
         try:
-            for line in _follow(paths.log_file):
+            for line in _follow(paths.log_file, position):
                 click.echo(line)
         except KeyboardInterrupt:
             pass

@@ -14,8 +14,9 @@ _MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 def _print_report(result: dict[str, Any]) -> None:
     width = max((len(c["name"]) for c in result["checks"]), default=0)
     for check in result["checks"]:
+        mark = _MARK.get(check["status"], check["status"])
         fixed = " (fixed)" if check["fixed"] else ""
-        click.echo(f"{_MARK.get(check['status'], check['status'])}  {check['name']:<{width}}  {check['message']}{fixed}")
+        click.echo(f"{mark}  {check['name']:<{width}}  {check['message']}{fixed}")
     failed = sum(1 for c in result["checks"] if c["status"] == "fail")
     warned = sum(1 for c in result["checks"] if c["status"] == "warn")
     if failed:

@@ -126,6 +126,17 @@ def _add_ignore_line(target: Path, plan: _Plan) -> None:
         fh.write(f"{sep}{IGNORE_LINE}\n")
 
 
+def _block(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _local_only_of(raw: dict[str, Any]) -> bool:
+    """``daemon.local_only`` of a config file (legacy top-level key read too; unset = true, D2)."""
+    value = _block(raw, "daemon").get("local_only", raw.get("local_only", True))
+    return value if isinstance(value, bool) else True
+
+
 def _write_config(paths: ThrumPaths, local_only: bool, plan: _Plan) -> bool:
     """Create ``config.json`` or, with ``--force``, complete its identity block; return ``local_only``."""
     from thrum_cli.configfile import read_config_file
@@ -146,16 +157,19 @@ def _write_config(paths: ThrumPaths, local_only: bool, plan: _Plan) -> bool:
     except ThrumError as exc:
         plan.notes.append(f"kept {paths.config_file} as is: {exc.message} (fix it by hand; see thrum doctor)")
         return local_only
-    daemon_block = raw.get("daemon") if isinstance(raw.get("daemon"), dict) else {}
-    current = daemon_block.get("local_only", raw.get("local_only", True))
-    identity = raw.get("identity") if isinstance(raw.get("identity"), dict) else {}
-    missing = {k: v for k, v in identity_block(paths).items() if k in ("daemon_id", "init_at") and not identity.get(k)}
+    current = _local_only_of(raw)
+    identity = _block(raw, "identity")
+    missing = {
+        k: v
+        for k, v in identity_block(paths).items()
+        if k in ("daemon_id", "init_at") and not identity.get(k)
+    }
     if missing:
         plan.notes.append(f"added {', '.join(sorted(missing))} to the identity block of {paths.config_file}")
         if not plan.dry_run:
             raw["identity"] = {**identity, **missing}
             atomic_write_json(paths.config_file, raw, mode=0o600)
-    return bool(current) if isinstance(current, bool) else True
+    return current
 
 
 def _linked_worktree_setup(worktree: Path, main_thrum: Path, common: Path, dry_run: bool) -> dict[str, Any]:
@@ -179,10 +193,9 @@ def _linked_worktree_setup(worktree: Path, main_thrum: Path, common: Path, dry_r
         if not dry_run:
             atomic_write_bytes(redirect, content.encode("utf-8"), 0o644)
     plan.mkdir(local / "identities", 0o700)
+    local_only: bool | None
     try:
-        main_config = read_config_file(target / "config.json")
-        daemon_block = main_config.get("daemon") if isinstance(main_config.get("daemon"), dict) else {}
-        local_only = daemon_block.get("local_only", main_config.get("local_only", True))
+        local_only = _local_only_of(read_config_file(target / "config.json"))
     except ThrumError:
         local_only = None
     return {
@@ -192,7 +205,7 @@ def _linked_worktree_setup(worktree: Path, main_thrum: Path, common: Path, dry_r
         "branch": "a-sync",
         "created": plan.created,
         "redirect": str(redirect),
-        "local_only": local_only if isinstance(local_only, bool) else None,
+        "local_only": local_only,
         "migrated": None,
         "runtime": None,
         "daemon": None,
@@ -287,9 +300,13 @@ def _init_runtime(pm: PluginManager, paths: ThrumPaths, opts: InitOptions) -> di
     files: list[dict[str, str]] = []
     for name in names:
         preset = registry.get(name)
+        if preset is None:
+            continue
         for rel, content, policy in preset.files(context):
-            action = "would write" if opts.dry_run else _write_runtime_file(
-                paths.root, rel, content, policy, preset, opts.force
+            action = (
+                "would write"
+                if opts.dry_run
+                else _write_runtime_file(paths.root, rel, content, policy, preset, opts.force)
             )
             files.append({"runtime": name, "path": rel, "policy": policy, "action": action})
     primary = names[0] if len(names) == 1 else None
@@ -444,8 +461,12 @@ def _print_result(result: dict[str, Any]) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be created; change nothing.")
 @click.option("--no-daemon", is_flag=True, help="Do not start the daemon.")
 @click.option("--runtime", metavar="R", help="Runtime preset (claude, codex, ..., all, cli-only).")
-@click.option("--agent-name", default=DEFAULT_AGENT_NAME, show_default=True, help="Agent name for runtime files.")
-@click.option("--agent-role", default=DEFAULT_AGENT_ROLE, show_default=True, help="Agent role for runtime files.")
+@click.option(
+    "--agent-name", default=DEFAULT_AGENT_NAME, show_default=True, help="Agent name for runtime files."
+)
+@click.option(
+    "--agent-role", default=DEFAULT_AGENT_ROLE, show_default=True, help="Agent role for runtime files."
+)
 @click.option("--agent-module", default=DEFAULT_AGENT_MODULE, show_default=True, help="Agent module.")
 @click.option("--skills", is_flag=True, help="Install only the thrum skill files of the runtime.")
 def init(**flags: Any) -> None:

@@ -22,9 +22,14 @@ SECRET_WORDS = ("token", "secret", "password", "authkey")
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a config key holds a secret (``token``, ``bot_token``, ``ts_authkey``, ...)."""
+    """Whether a config key names a secret: ``token``, ``bot_token``, ``apiToken``, ``ts_authkey``, ...
+
+    True when one of the key's ``_``/``-``/``.`` separated words is a secret
+    word, or the key ends with one (``tokenizer`` is not a secret).
+    """
     low = key.lower()
-    return any(word in low for word in SECRET_WORDS)
+    words = low.replace("-", "_").replace(".", "_").split("_")
+    return any(word in words or low.endswith(word) for word in SECRET_WORDS)
 
 
 def redact(value: Any) -> Any:

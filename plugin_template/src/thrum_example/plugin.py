@@ -81,7 +81,9 @@ def thrum_register_rpc_methods(register: MethodRegistrar) -> None:
     """Register ``example.hello`` (namespaced ``<plugin>.<verb>``, SPEC §17)."""
     from thrum_example._rpc import HelloParams, hello
 
-    register("example.hello", hello, params=HelloParams, auth="open", transports={"unix", "ws"}, deadline_s=5.0)
+    register(
+        "example.hello", hello, params=HelloParams, auth="open", transports={"unix", "ws"}, deadline_s=5.0
+    )
 
 
 @hookimpl

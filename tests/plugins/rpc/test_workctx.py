@@ -190,9 +190,7 @@ def test_base_resolution_order(git: Git, refs: dict[str, int], expected_unmerged
     for name, at in refs.items():
         git("update-ref", name, initial if at < 0 else shas[at])
     ctx = extract_work_context(git.path)
-    assert [c["sha"] for c in ctx["unmerged_commits"]] == [s[:12] for s in reversed(shas)][
-        :expected_unmerged
-    ]
+    assert [c["sha"] for c in ctx["unmerged_commits"]] == [s[:12] for s in reversed(shas)][:expected_unmerged]
 
 
 def test_origin_main_is_preferred_over_local_main(git: Git) -> None:
@@ -313,7 +311,7 @@ def test_merge_commit_lists_only_paths_differing_from_every_parent(git: Git) -> 
     git("checkout", "-q", "feature")
     git("merge", "-q", "--no-ff", "--no-edit", "side")
     clean = extract_work_context(git.path)["unmerged_commits"]
-    assert [c["message"] for c in clean][0].startswith("Merge branch 'side'")
+    assert clean[0]["message"].startswith("Merge branch 'side'")
     assert clean[0]["files"] == []  # a clean merge introduces nothing of its own
     assert {c["message"] for c in clean[1:]} == {"feature work", "side work"}
 
@@ -596,12 +594,14 @@ _op = st.tuples(
 
 
 @settings(
-    max_examples=400,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=st.lists(_op, min_size=1, max_size=14))
-def test_agrees_with_git_cli(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int]]) -> None:
+def test_agrees_with_git_cli(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int]]
+) -> None:
     g = Git(tmp_path_factory.mktemp("prop") / "repo")
     g.path.mkdir()
     g("init", "-q", "-b", "main")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 import subprocess
 import time
@@ -12,9 +13,9 @@ from typing import Any
 import pygit2
 import pytest
 
-from thrum_core.canonical import canonical_line
+from thrum_core.canonical import canonical_line, parse_line
 from thrum_core.ids import event_id_of
-from thrum_core.timefmt import format_ts
+from thrum_core.timefmt import format_ts, parse_ts_ns, sort_key
 from thrum_plugins.sync import _git_impl as g
 
 GIT_ENV = {
@@ -326,6 +327,18 @@ def test_merge_conflicting_bytes_takes_smallest() -> None:
     assert swapped.data == res.data
 
 
+def test_merge_conflict_inside_one_file_takes_smallest() -> None:
+    a = canonical_line(event(1))
+    b = canonical_line(dict(event(1), body={"format": "plain", "content": "zzz"}))
+    small = min(a, b)
+    for local in (a + b, b + a):
+        res = g.merge_jsonl(local, lines(event(2)), None)
+        assert res.data == small + lines(event(2))
+        assert res.conflicts == 1
+        res2 = g.merge_jsonl(lines(event(2)), local, None)
+        assert res2.data == res.data
+
+
 def test_merge_conflict_is_ordered_by_the_winning_line() -> None:
     late = event(1, timestamp=format_ts(T0 + 10 * 1_000_000_000))
     res = g.merge_jsonl(lines(event(1)), lines(late, event(5)), None)
@@ -348,6 +361,19 @@ def test_merge_deletion_on_one_side() -> None:
     # New on one side (no base) → taken.
     assert g.merge_jsonl(None, base, None).data == base
     assert g.merge_jsonl(base, None, None).data == base
+
+
+def test_merge_takes_the_only_changed_side() -> None:
+    base = lines(event(1), event(3))
+    reordered = lines(event(1), event(3), event(2))  # appended behind a later event
+    # Local unchanged since the base: the remote's bytes, order included.
+    res = g.merge_jsonl(base, reordered, base)
+    assert res.data == reordered and res.from_remote == 1
+    # Remote unchanged since the base: the local bytes.
+    assert g.merge_jsonl(reordered, base, base).data == reordered
+    # Both changed: the rules of the SPEC (here a sorted union).
+    both = g.merge_jsonl(lines(event(1), event(3), event(4)), reordered, base)
+    assert both.data == lines(event(1), event(2), event(3), event(4))
 
 
 def test_merge_filters_tombstoned_lines() -> None:
@@ -480,6 +506,28 @@ def test_two_clones_diverge_and_converge(remote_and_clones: tuple[Path, Path, Pa
     quiet = cycle(b)
     assert quiet["report"].up_to_date and quiet["commit"].commit is None
     assert branch_tip(bare) == tip_after_b
+
+
+def test_clones_converge_on_out_of_order_appends(remote_and_clones: tuple[Path, Path, Path]) -> None:
+    bare, a, b = remote_and_clones
+    sa = g.ensure_worktree(a).path
+    (sa / "events.jsonl").write_bytes(lines(event(1), event(3)))
+    assert cycle(a)["push"].status == "ok"
+    git(b, "fetch", "-q", "origin")
+    sb = g.ensure_worktree(b).path
+    # B's clock is behind: its new event sorts before one it already has.
+    (sb / "events.jsonl").write_bytes(lines(event(1), event(3), event(2)))
+    assert cycle(b)["push"].status == "ok"
+    for _ in range(2):
+        cycle(a)
+        cycle(b)
+    tip = branch_tip(bare)
+    assert sync_files(sa) == sync_files(sb)
+    # Settled: further cycles on both clones make no commits.
+    for repo in (a, b, a, b):
+        result = cycle(repo)
+        assert result["commit"].commit is None, result
+    assert branch_tip(bare) == tip == branch_tip(a) == branch_tip(b)
 
 
 def test_push_rejected_then_retry_succeeds(remote_and_clones: tuple[Path, Path, Path]) -> None:
@@ -751,6 +799,11 @@ def test_cli_fallback_for_network_remote(
     url = f"ssh://git@127.0.0.1:1{bare}"
     git(a, "remote", "add", "net", url)
     git(b, "remote", "add", "net", url)
+    # The remote has no a-sync yet: a stale tracking ref is dropped.
+    git(b, "update-ref", "refs/remotes/net/a-sync", "HEAD")
+    missing = g.fetch(b, "net", timeout_s=30)
+    assert (missing.tip, missing.via) == (None, "cli")
+    assert pygit2.Repository(str(b)).references.get("refs/remotes/net/a-sync") is None
     sa = g.ensure_worktree(a, remote="net").path
     (sa / "events.jsonl").write_bytes(lines(event(1)))
     _commit_all(a, sa)
@@ -805,3 +858,103 @@ def test_jsonl_paths() -> None:
     assert not g.is_jsonl_path("messages-v2/x.jsonl")
     assert not g.is_jsonl_path("messages/sub/x.jsonl")
     assert not g.is_jsonl_path("context/a.md")
+
+
+# ---------------------------------------------------------------------------
+# The merge's fast paths agree with the shared readers
+
+
+def test_fast_parse_agrees_with_parse_line() -> None:
+    samples = [
+        canonical_line(event(1)).rstrip(b"\n"),
+        b'{"a":1}',
+        b' {"a":1} ',
+        b'{"a":1}\r',
+        b'{"a":1}x',
+        b'{"a":1}{"b":2}',
+        b'{"a":NaN}',
+        b'{"a":Infinity}',
+        b'{"a":-Infinity}',
+        b'{"a":"\xff"}',
+        b'{"a":"\\ud800"}',
+        b'{"a":1,"a":2}',
+        b"\xef\xbb\xbf{}",
+        b"{}",
+        b"[1]",
+        b'"s"',
+        b"{",
+        b"}",
+        b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"a":"\\u2028","b":[1,2.5,-3e2,true,false,null]}',
+    ]
+    for raw in samples:
+        assert g._parse(raw) == parse_line(raw), raw[:40]
+
+
+def test_fast_timestamp_agrees_with_parse_ts_ns() -> None:
+    rng = random.Random(5)
+    samples = [
+        "2026-01-01T00:00:00.000000Z",
+        "2026-01-01T00:00:00.123456Z",
+        "2024-02-29T23:59:59.999999Z",
+        "2025-02-29T00:00:00.000000Z",
+        "2026-01-01T23:59:60.000000Z",
+        "2026-13-01T00:00:00.000000Z",
+        "2026-01-01t00:00:00.000000Z",
+        "2026-01-01T00:00:00.000000z",
+        "2026-01-01 00:00:00.000000Z",
+        "2026-01-01T00:00:00.00000\u0661Z",
+        "1969-12-31T23:59:59.999999Z",
+        "1970-01-01T00:00:00.000000Z",
+        "5138-11-16T09:46:39.999999Z",
+        "5138-11-16T09:46:40.000000Z",
+        "9999-12-31T23:59:59.999999Z",
+        "0000-01-01T00:00:00.000000Z",
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.1234567Z",
+        "2026-01-01T01:00:00.000000+01:00",
+        "",
+    ]
+    samples += [format_ts(rng.randrange(0, 10**20)) for _ in range(2000)]
+    for ts in samples:
+        assert g._ts_ns(ts) == parse_ts_ns(ts), ts
+    for obj in (None, 12, b"2026-01-01T00:00:00.000000Z"):
+        assert g._ts_ns(obj) == parse_ts_ns(obj)
+
+
+def test_merge_order_is_the_spec_sort_key() -> None:
+    rng = random.Random(11)
+    raws: list[bytes] = []
+    for n in range(400):
+        kind = rng.randrange(6)
+        obj = event(rng.randrange(50), event_id=f"evt_{rng.randrange(10**6):06d}")
+        if kind == 0:
+            obj["timestamp"] = "garbage"
+        elif kind == 1:
+            del obj["event_id"]
+        elif kind == 2:
+            obj["timestamp"] = format_ts(T0 + rng.randrange(3) * 1000)
+        elif kind == 4:
+            # Instants of fewer digits (1970) must still sort numerically.
+            obj["timestamp"] = format_ts(rng.choice([0, 5, 10**9, 10**12, 10**15]))
+        raws.append(canonical_line(obj).rstrip(b"\n") if kind != 3 else b"junk %d" % n)
+    expected = sorted(set(raws), key=lambda ln: (sort_key(parse_line(ln), ln), ln))
+    # One line per key: keep only the smallest line of each key, as the merge does.
+    keys: dict[Any, bytes] = {}
+    for ln in raws:
+        parsed = parse_line(ln)
+        k: Any = ln if parsed is None else event_id_of(parsed)
+        keys[k] = min(keys.get(k, ln), ln)
+    winners = set(keys.values())
+    expected = [ln for ln in expected if ln in winners]
+    half = len(raws) // 2
+    res = g.merge_jsonl(b"\n".join(raws[:half]) + b"\n", b"\n".join(raws[half:]) + b"\n", None)
+    assert split(res.data) == expected
+
+
+def test_fetch_drops_a_stale_tracking_ref(remote_and_clones: tuple[Path, Path, Path]) -> None:
+    _bare, a, _b = remote_and_clones
+    git(a, "update-ref", "refs/remotes/origin/a-sync", "HEAD")
+    assert g.fetch(a).tip is None
+    assert pygit2.Repository(str(a)).references.get("refs/remotes/origin/a-sync") is None
+    assert pygit2.Repository(str(a)).references.get("refs/remotes/origin/main") is not None

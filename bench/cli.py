@@ -1,0 +1,157 @@
+"""Benchmark the CLI's per-command cost and the daemon's start time.
+
+In a temp git repository with a running daemon:
+
+* the median wall time of a one-RPC command (``thrum daemon status --json``,
+  which dials the socket and calls ``health``) over ``--runs`` runs, against
+  ``python -c "import click"`` in the same venv; target ratio ≤ 1.2;
+* "daemon start → healthy": the wall time of ``thrum daemon start`` (spawn,
+  boot, first ``health`` answer), median over ``--starts`` start/stop cycles;
+  target ≤ 0.5 s;
+* with ``--profile``, the slowest imports of the one-RPC command
+  (``python -X importtime``).
+
+Bytecode is cached (in a temp dir) as it is for an installed package;
+medians of CPU time (user + sys) are printed too, since wall time on a busy
+machine is noisy.
+
+Prints the numbers; asserts nothing.  Run: ``python bench/cli.py [--runs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+THRUM = str(BIN / "thrum")
+ONE_RPC = ["daemon", "status", "--json"]
+
+
+PYCACHE = Path(tempfile.gettempdir()) / "thrum-bench-pycache"
+
+
+def _env() -> dict[str, str]:
+    # Measure what an installed thrum costs: bytecode cached (pip compiles it on
+    # install).  PYTHONDONTWRITEBYTECODE would make every run recompile thrum's
+    # sources (click's are precompiled in site-packages), so it is dropped and
+    # the cache goes to a temp dir instead of the source tree.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("THRUM_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
+
+
+def run(cmd: Sequence[str], cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(cmd), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done
+
+
+def timed(cmd: Sequence[str], cwd: Path, runs: int, *, check: bool = True) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + sys) times in seconds of ``runs`` runs of ``cmd`` (after a warm-up run)."""
+    run(cmd, cwd, check=check)
+    wall, cpu = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        run(cmd, cwd, check=check)
+        wall.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.1f} ms"
+
+
+def profile(cwd: Path, top: int = 15) -> None:
+    """Print the ``top`` imports with the largest cumulative time for the one-RPC command."""
+    code = "import sys; from thrum_cli.main import main; main(sys.argv[1:])"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *ONE_RPC],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    rows = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        self_us, cumulative_us, name = line[len("import time:") :].split("|", 2)
+        rows.append((int(cumulative_us), int(self_us), name.rstrip()))
+    print(f"\nslowest imports of `thrum {' '.join(ONE_RPC)}` (cumulative / self, µs):")
+    for cumulative, self_time, name in sorted(rows, reverse=True)[:top]:
+        print(f"  {cumulative:8d} {self_time:8d}  {name}")
+    print(f"  modules imported: {len(rows)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="runs per command (default 30)")
+    parser.add_argument("--starts", type=int, default=5, help="daemon start/stop cycles (default 5)")
+    parser.add_argument("--profile", action="store_true", help="print the slowest imports")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="thrum-bench-") as tmp:
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        run(["git", "init", "-q", str(repo)], repo)
+        run([THRUM, "init", "--no-daemon"], repo)
+        try:
+            starts = []
+            for _ in range(args.starts):
+                t0 = time.perf_counter()
+                run([THRUM, "daemon", "start", "--json"], repo)
+                starts.append(time.perf_counter() - t0)
+                run([THRUM, "daemon", "stop"], repo)
+            started = json.loads(run([THRUM, "daemon", "start", "--json"], repo).stdout)
+
+            cli_times, cli_cpu = timed([THRUM, *ONE_RPC], repo, args.runs)
+            click_times, click_cpu = timed([sys.executable, "-c", "import click"], repo, args.runs)
+            bare_times, bare_cpu = timed([sys.executable, "-c", "pass"], repo, args.runs)
+            status = json.loads(run([THRUM, *ONE_RPC], repo).stdout)
+            assert status["running"], status
+
+            cli_med = statistics.median(cli_times)
+            click_med = statistics.median(click_times)
+            med = statistics.median
+            print(f"daemon pid {started['pid']}, repo {repo}")
+            print(f"runs per command: {args.runs}            wall time              cpu time")
+            print(f"python -c pass                 median {ms(med(bare_times))}   median {ms(med(bare_cpu))}")
+            print(f'python -c "import click"       median {ms(click_med)}   median {ms(med(click_cpu))}')
+            print(
+                f"thrum {' '.join(ONE_RPC):<24} median {ms(cli_med)}   median {ms(med(cli_cpu))}  "
+                f"(wall min {ms(min(cli_times))}, max {ms(max(cli_times))})"
+            )
+            print(
+                f"ratio thrum / import click     {cli_med / click_med:7.2f}x (wall)  "
+                f"{med(cli_cpu) / med(click_cpu):5.2f}x (cpu)   target <= 1.2x"
+            )
+            print(
+                f"daemon start -> healthy        median {ms(statistics.median(starts))}  "
+                f"(min {ms(min(starts))}, max {ms(max(starts))}, {len(starts)} starts; target <= 500 ms)"
+            )
+            if args.profile:
+                profile(repo)
+        finally:
+            run([THRUM, "daemon", "stop", "--force"], repo, check=False)
+
+
+if __name__ == "__main__":
+    main()

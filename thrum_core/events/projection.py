@@ -1,0 +1,1313 @@
+"""The SQLite projection: lifecycle, core tables, applying events (SPEC §7).
+
+The projection is a cache of the log.  :class:`Projection` owns the single
+write connection; the writer uses it from one worker thread at a time.  It
+
+- opens the database following SPEC §7.1 (missing → build; ``quick_check`` not
+  ``ok`` → moved aside and built; newer schema → refused; a Go database →
+  handed to the caller or moved aside; an interrupted rebuild → built again);
+- runs migrations: *local* steps are upgraded in place, and any change to the
+  *projection* steps rebuilds (see :mod:`thrum_core.events.types`);
+- indexes every line in ``events`` and applies events through the registered
+  reducers: idempotent by ``event_id``, tombstoned events skipped, pending
+  events re-applied in sort-key order once their key is provided;
+- catches up from the files (reading only what grew) and rebuilds from
+  scratch, both in sort-key order without holding the log in memory.
+
+Ordering (SPEC §7.1, §7.3): rebuild and catch-up apply the events they read
+in sort-key order.  Small inputs are read, sorted and applied in memory.
+Large inputs are streamed: each file's *in-order subsequence* (every line
+whose key is not smaller than the largest key before it in the same file)
+is already sorted, so the files are merged with a heap; the few lines that
+break a file's order are *spilled* (their keys and offsets; to a temporary
+SQLite file when there are many), sorted, and merged in as one more stream.
+Finding the spilled lines needs a first pass over the keys; a rebuild first
+assumes the files are sorted and only does that pass (restarting) if one is
+not, so a log written by one daemon or by the git merge is parsed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from thrum_core.errors import ThrumError
+from thrum_core.events.log import (
+    MAX_LINE_BYTES,
+    file_tail_sha256,
+    iter_lines,
+    list_log_files,
+    rewrite_file,
+)
+from thrum_core.events.types import (
+    ApplyContext,
+    EventType,
+    EventTypeRegistry,
+    InvalidEvent,
+    Pending,
+    SortKey,
+    StoredEvent,
+    TombstonePredicate,
+)
+from thrum_core.ids import event_id_of
+from thrum_core.timefmt import TS_MAX_NS, format_ts, parse_ts_ns
+
+__all__ = [
+    "CORE_SCHEMA_VERSION",
+    "NewerDatabaseError",
+    "OpenInfo",
+    "Projection",
+    "connect",
+    "connect_reader",
+    "db_ts",
+    "decode_line",
+    "ts_ns",
+]
+
+log = logging.getLogger("thrum.events")
+
+#: ``meta('thrum_schema')`` this code writes and reads.
+CORE_SCHEMA_VERSION = 1
+
+#: Inputs up to this many bytes are read, sorted and applied in memory.
+IN_MEMORY_BYTES = 8 * 1024 * 1024
+#: Spilled out-of-order lines are kept in a list up to this many, then in SQLite.
+SPILL_IN_MEMORY = 50_000
+#: Events whose ``events`` rows are inserted with one ``executemany``.
+APPLY_CHUNK = 256
+#: Rebuilds commit every this many events (keeps the WAL small).
+REBUILD_COMMIT_EVERY = 20_000
+
+CORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT,
+    ts_ns,
+    origin_daemon TEXT NOT NULL DEFAULT '',
+    file TEXT,
+    state TEXT NOT NULL,
+    waits_for TEXT,
+    line TEXT
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events(waits_for, ts_ns, event_id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS events_ignored ON events(type) WHERE state = 'ignored';
+CREATE TABLE IF NOT EXISTS projection_files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    tail_sha256 TEXT
+);
+"""
+_META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
+_CORE_TABLES = ("events", "projection_files")
+
+#: Largest instant SQLite stores as an INTEGER (2262-04-11).  Later instants,
+#: which the timestamp parser accepts up to year 5138, are stored in
+#: ``events.ts_ns`` as 20-digit text: the column has no type affinity, and
+#: SQLite orders every INTEGER before every TEXT, so ``ORDER BY ts_ns`` stays
+#: the instant order.
+SQLITE_INT_MAX = 2**63 - 1
+
+
+def db_ts(ts_ns: int) -> int | str:
+    """``ts_ns`` as stored in ``events.ts_ns`` (see :data:`SQLITE_INT_MAX`)."""
+    return ts_ns if ts_ns <= SQLITE_INT_MAX else f"{ts_ns:020d}"
+
+
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events(event_id, type, ts_ns, origin_daemon, file, state, line) "
+    "VALUES (?,?,?,?,?,?,?)"
+)
+_SET_TOMBSTONED = "UPDATE events SET state='tombstoned', waits_for=NULL, line=NULL WHERE seq=?"
+_MARK_TOMBSTONED = "UPDATE events SET state='tombstoned', waits_for=NULL, line=NULL WHERE event_id=?"
+_INSERT_INVALID = (
+    "INSERT OR IGNORE INTO events(event_id, type, ts_ns, origin_daemon, file, state, line) "
+    "VALUES (?,?,NULL,'',?,'invalid',?)"
+)
+
+
+#: ``(ts_ns, event_id, obj, line, text, file, source)`` of one event to apply.
+Record = tuple[int, str, dict[str, Any], bytes, Any, str, str]
+
+
+class NewerDatabaseError(ThrumError):
+    """The projection was written by a newer thrum (SPEC §7.1)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse a line like :func:`thrum_core.canonical.parse_line`, also returning its text.
+
+    Returns ``(object or None, UTF-8 text or None)``; the text is the whole
+    line (a trailing ``\\r`` included) and is ``None`` for invalid UTF-8.
+    """
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, None
+    body = text[:-1] if text.endswith("\r") else text
+    try:
+        if body[:1] == "{":
+            # What JSONDecoder.decode does, minus the leading-whitespace regex.
+            value, end = _SCAN(body, 0)
+            if end != len(body) and body[end:].strip(" \t\n\r"):
+                return None, text
+        else:
+            value = _DECODER.decode(body)
+    except (StopIteration, ValueError, RecursionError):
+        return None, text
+    if type(value) is dict:
+        return value, text
+    return None, text
+
+
+_MINUTE_NS: dict[str, int] = {}
+
+
+def ts_ns(s: object) -> int | None:
+    """:func:`thrum_core.timefmt.parse_ts_ns`, with a fast path for what thrum writes.
+
+    ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` is parsed by slicing, with the instant of
+    its minute cached; anything else goes to ``parse_ts_ns``.  The results are
+    identical (a test holds this).
+    """
+    if type(s) is str and len(s) == 27 and s[26] == "Z" and s[19] == ".":
+        minute = s[:17]
+        base = _MINUTE_NS.get(minute)
+        if base is None:
+            base = parse_ts_ns(minute + "00Z")
+            if base is None:
+                return parse_ts_ns(s)
+            if len(_MINUTE_NS) >= 4096:
+                _MINUTE_NS.clear()
+            _MINUTE_NS[minute] = base
+        digits = s[17:19] + s[20:26]
+        if digits.isascii() and digits.isdigit():
+            sec = int(s[17:19])
+            if sec < 60:
+                ns = base + sec * 1_000_000_000 + int(s[20:26]) * 1000
+                return ns if ns <= TS_MAX_NS else None
+    return parse_ts_ns(s)
+
+
+def invalid_line_id(line: bytes) -> str:
+    """The ``events.event_id`` of an invalid line (never a real event id)."""
+    return "invalid:" + hashlib.sha256(line).hexdigest()[:32]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the write connection (WAL, ``synchronous=NORMAL``, foreign keys, 5 s busy timeout)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def connect_reader(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open a read-only (``query_only``) connection; WAL readers never block the writer."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA query_only=ON")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _utc_seconds() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _move_aside(db_path: Path, target: Path) -> Path:
+    """Rename the database and its ``-wal``/``-shm`` to ``target`` (unique)."""
+    n = 1
+    base = target
+    while target.exists():
+        target = base.with_name(f"{base.name}.{n}")
+        n += 1
+    os.replace(db_path, target)
+    for suffix in ("-wal", "-shm"):
+        side = db_path.with_name(db_path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    return target
+
+
+def _remove_sidecars(db_path: Path) -> None:
+    # A -wal without its database could be replayed into a new empty file.
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            os.unlink(db_path.with_name(db_path.name + suffix))
+        except FileNotFoundError:
+            pass
+
+
+def _inspect(db_path: Path) -> tuple[str, int | None]:
+    """Classify an existing database: ``thrum``/``go``/``blank``/``corrupt``, and its schema number."""
+    try:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=5.0)
+    except sqlite3.Error:
+        return "corrupt", None
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        if not rows or rows[0][0] != "ok":
+            return "corrupt", None
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key='thrum_schema'").fetchone()
+            try:
+                return "thrum", int(row[0]) if row else None
+            except (TypeError, ValueError):
+                return "thrum", None
+        if "schema_version" in tables:
+            try:
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                version = int(row[0]) if row and row[0] is not None else 0
+            except (sqlite3.Error, TypeError, ValueError):
+                version = 0
+            return "go", version
+        return "blank", None
+    except sqlite3.DatabaseError:
+        return "corrupt", None
+    finally:
+        conn.close()
+
+
+@dataclass
+class OpenInfo:
+    """What :meth:`Projection.open` found and did."""
+
+    created: bool = False
+    rebuild_reason: str | None = None
+    corrupt_moved_to: str | None = None
+    legacy_db: dict[str, Any] | None = None
+    local_migration_warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestStats:
+    """Counters of one ingest (rebuild, catch-up or writer batch)."""
+
+    lines: int = 0
+    new: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    events: list[StoredEvent] = field(default_factory=list)
+    truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "new": self.new,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+        }
+
+
+class _OutOfOrder(Exception):
+    """A file was not sorted during an optimistic rebuild pass."""
+
+
+class _Ctx(ApplyContext):
+    """The :class:`ApplyContext` the projection hands to reducers."""
+
+    def __init__(self, proj: Projection):
+        self._proj = proj
+        self.db = proj.conn
+        self.live = False
+        self.daemon_id = proj.daemon_id
+
+    def provide(self, key: str) -> None:
+        self._proj._provided.append(key)
+
+    def tombstones_changed(self) -> None:
+        self._proj._filter_stale = True
+
+    def is_tombstoned(self, obj: Mapping[str, Any], key: SortKey) -> bool:
+        f = self._proj.current_filter()
+        return f is not None and bool(f(obj, key))
+
+
+class _Spill:
+    """Keys and offsets of out-of-order lines, sorted on demand."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, str, int, int, int]] = []
+        self._db: sqlite3.Connection | None = None
+        self.count = 0
+
+    def add(self, ts: int, eid: str, file_idx: int, off: int, length: int) -> None:
+        self.count += 1
+        self._rows.append((ts, eid, file_idx, off, length))
+        if len(self._rows) >= SPILL_IN_MEMORY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect("", isolation_level=None)  # private temporary file
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute("CREATE TABLE s (ts INTEGER, eid TEXT, f INTEGER, off INTEGER, len INTEGER)")
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO s VALUES (?,?,?,?,?)", self._rows)
+        self._db.execute("COMMIT")
+        self._rows = []
+
+    def sorted(self) -> Iterator[tuple[int, str, int, int, int]]:
+        if self._db is None:
+            self._rows.sort()
+            yield from self._rows
+            return
+        if self._rows:
+            self._flush()
+        cur = self._db.execute("SELECT ts, eid, f, off, len FROM s ORDER BY ts, eid, f, off")
+        while True:
+            chunk = cur.fetchmany(2000)
+            if not chunk:
+                break
+            yield from chunk
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._rows = []
+
+
+class Projection:
+    """The projection database and the machinery that applies events to it.
+
+    Not thread-safe: use it from one thread at a time (the writer's).
+    """
+
+    def __init__(self, db_path: Path, conn: sqlite3.Connection, registry: EventTypeRegistry, daemon_id: str):
+        self.db_path = db_path
+        self.conn = conn
+        self.registry = registry
+        self.daemon_id = daemon_id
+        self._types: dict[str, EventType] = registry.name_map()
+        self._cur = conn.cursor()
+        self._cur.row_factory = None
+        self._ctx = _Ctx(self)
+        self._provided: deque[str] = deque()
+        self._pending_keys: set[str] = set()
+        self._filter: TombstonePredicate | None = None
+        self._filter_stale = True
+        self._source = "local"
+        self._collect: list[StoredEvent] | None = None
+        self._collect_limit = 0
+        self._collect_truncated = False
+        self._stats = IngestStats()
+        self.needs_rewrite = False
+        self.counts: dict[str, int] = {}
+        self.in_txn = False
+        #: ``progress(bytes done, bytes in all)`` during :meth:`ingest_files`
+        self.progress: Callable[[int, int], None] | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls,
+        db_path: Path,
+        registry: EventTypeRegistry,
+        daemon_id: str,
+        *,
+        on_legacy_db: Callable[[Path, int], None] | None = None,
+    ) -> tuple[Projection, OpenInfo]:
+        """Open (creating, moving aside or refusing as SPEC §7.1 says) and migrate.
+
+        The returned :class:`OpenInfo` has ``rebuild_reason`` set when the
+        caller must rebuild from the log before catching up (a new, blank or
+        replaced database, an interrupted rebuild, changed projection
+        migrations, an older schema).  A Go database (``schema_version`` table,
+        no thrum ``meta``) is passed to ``on_legacy_db(path, version)``, which
+        imports it and must move it away; without a handler it is renamed to
+        ``messages.db.go-v<N>.bak`` next to it.  A newer ``thrum_schema``
+        raises :class:`NewerDatabaseError`.
+        """
+        info = OpenInfo()
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        if db_path.exists():
+            kind, schema = _inspect(db_path)
+            if kind == "corrupt":
+                moved = _move_aside(db_path, db_path.with_name(f"{db_path.name}.corrupt-{_utc_seconds()}"))
+                info.corrupt_moved_to = str(moved)
+                log.warning("projection %s failed quick_check; moved to %s and rebuilding", db_path, moved)
+            elif kind == "go":
+                version = schema or 0
+                info.legacy_db = {"version": version, "path": str(db_path)}
+                if on_legacy_db is not None:
+                    on_legacy_db(db_path, version)
+                if db_path.exists():
+                    moved = _move_aside(db_path, db_path.with_name(f"{db_path.name}.go-v{version}.bak"))
+                    info.legacy_db["moved_to"] = str(moved)
+                    log.warning(
+                        "Go database %s moved to %s; run thrum migrate to import its read state",
+                        db_path,
+                        moved,
+                    )
+            elif kind == "thrum":
+                if schema is not None and schema > CORE_SCHEMA_VERSION:
+                    raise NewerDatabaseError(
+                        f"database written by a newer thrum (schema {schema}, this thrum reads "
+                        f"{CORE_SCHEMA_VERSION}): {db_path}",
+                        {"path": str(db_path), "schema": schema},
+                    )
+                if schema is None:
+                    info.rebuild_reason = "no thrum_schema in meta"
+                elif schema < CORE_SCHEMA_VERSION:
+                    info.rebuild_reason = f"schema {schema} is older than {CORE_SCHEMA_VERSION}"
+            else:
+                info.rebuild_reason = "blank database"
+        if not db_path.exists():
+            _remove_sidecars(db_path)
+            info.created = True
+            info.rebuild_reason = "created"
+        conn = connect(db_path)
+        proj = cls(db_path, conn, registry, daemon_id)
+        # A database about to be rebuilt may hold tables of another shape:
+        # only ``meta`` is needed until the rebuild recreates the rest.
+        conn.executescript(CORE_SCHEMA if info.rebuild_reason is None else _META_SCHEMA)
+        if info.rebuild_reason is None:
+            if proj.meta("rebuild_in_progress"):
+                info.rebuild_reason = "interrupted rebuild"
+            elif proj.meta("projection_fingerprint") != proj.fingerprint():
+                info.rebuild_reason = "projection migrations changed"
+        info.local_migration_warnings = proj.run_local_migrations()
+        if info.rebuild_reason is None:
+            proj.load_state()
+        return proj, info
+
+    def close(self) -> None:
+        """Close the write connection."""
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+    # ------------------------------------------------------------------ meta & schema
+    def meta(self, key: str) -> str | None:
+        """The ``meta`` value for ``key`` (``None`` when unset)."""
+        row = self._cur.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with ``None``, delete) a ``meta`` value."""
+        if value is None:
+            self._cur.execute("DELETE FROM meta WHERE key=?", (key,))
+        else:
+            self._cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def fingerprint(self) -> str:
+        """Hash of the core schema version and every projection migration."""
+        data = [
+            CORE_SCHEMA_VERSION,
+            [[m.owner, list(m.steps)] for m in self.registry.migrations(local=False)],
+        ]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def _type_names(self) -> list[str]:
+        return self.registry.all_names()
+
+    def run_local_migrations(self) -> list[str]:
+        """Apply new steps of every owner's local migrations; return warnings."""
+        warnings: list[str] = []
+        for m in self.registry.migrations(local=True):
+            key = f"local_schema:{m.owner}"
+            done = int(self.meta(key) or 0)
+            if done > len(m.steps):
+                warnings.append(
+                    f"local tables of {m.owner!r} are at step {done}, newer than this plugin's {len(m.steps)}"
+                )
+                continue
+            for i in range(done, len(m.steps)):
+                self._run_script(
+                    m.steps[i], {key: str(i + 1)}, what=f"local migration {i + 1} of {m.owner!r}"
+                )
+        return warnings
+
+    def _run_script(self, script: str, meta: Mapping[str, str], *, what: str) -> None:
+        try:
+            self.conn.executescript("BEGIN;\n" + script + "\n;")
+            for k, v in meta.items():
+                self.set_meta(k, v)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise ThrumError(f"{what} failed: {exc}") from exc
+
+    def projection_objects(self) -> list[tuple[str, str]]:
+        """``(type, name)`` of every schema object the projection migrations create.
+
+        Found by running the core schema, the local and then the projection
+        migrations on an in-memory database.
+        """
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            mem.executescript(CORE_SCHEMA)
+            for m in self.registry.migrations(local=True):
+                for step in m.steps:
+                    try:
+                        mem.executescript(step)
+                    except sqlite3.Error:
+                        break
+            query = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            before = set(mem.execute(query).fetchall())
+            for m in self.registry.migrations(local=False):
+                for i, step in enumerate(m.steps):
+                    try:
+                        mem.executescript(step)
+                    except sqlite3.Error as exc:
+                        raise ThrumError(
+                            f"projection migration {i + 1} of {m.owner!r} failed: {exc}"
+                        ) from exc
+            after = set(mem.execute(query).fetchall())
+        finally:
+            mem.close()
+        return sorted(after - before)
+
+    def reset_schema(self) -> str:
+        """Drop the projection tables and create them again, empty; return the new epoch.
+
+        Local tables and ``local_schema:*`` meta rows are kept.  Leaves
+        ``meta('rebuild_in_progress')`` set; :meth:`finish_rebuild` clears it.
+        """
+        objects = self.projection_objects()
+        # Also drop what the previous build created: a step removed since then
+        # (plugin downgraded or uninstalled) must not leave stale tables behind.
+        try:
+            previous = {(str(k), str(n)) for k, n in json.loads(self.meta("projection_objects") or "[]")}
+        except (ValueError, TypeError):
+            previous = set()
+        order = {"trigger": 0, "view": 1, "index": 2, "table": 3}
+        drops = [
+            f'DROP {kind.upper()} IF EXISTS "{name}";'
+            for kind, name in sorted(set(objects) | previous, key=lambda o: (order.get(o[0], 9), o[1]))
+            if kind in order and name not in _CORE_TABLES and name != "meta"
+        ]
+        drops += [f"DROP TABLE IF EXISTS {t};" for t in _CORE_TABLES]
+        steps = [step for m in self.registry.migrations(local=False) for step in m.steps]
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            self.conn.executescript(
+                "BEGIN;\n"
+                + "\n".join(drops)
+                + "\nDELETE FROM meta WHERE key NOT LIKE 'local\\_schema:%' ESCAPE '\\';\n"
+                + CORE_SCHEMA
+                + "\n".join(f"{s}\n;" for s in steps)
+            )
+            epoch = secrets.token_hex(16)
+            self.set_meta("thrum_schema", str(CORE_SCHEMA_VERSION))
+            self.set_meta("epoch", epoch)
+            self.set_meta("projection_fingerprint", self.fingerprint())
+            self.set_meta("event_types", json.dumps(self._type_names()))
+            self.set_meta("projection_objects", json.dumps(objects))
+            self.set_meta("rebuild_in_progress", "1")
+            for m in self.registry.migrations(local=False):
+                self.set_meta(f"schema:{m.owner}", str(len(m.steps)))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
+        self._pending_keys = set()
+        self._filter_stale = True
+        self.counts = {}
+        self.needs_rewrite = False
+        return epoch
+
+    def finish_rebuild(self) -> None:
+        """Record the build time and clear the in-progress flag."""
+        self.begin()
+        self.set_meta("built_at", format_ts(time.time_ns()))
+        self.set_meta("rebuild_in_progress", None)
+        self.commit()
+
+    def load_state(self) -> None:
+        """Load pending keys and state counts (after open or rebuild)."""
+        self._pending_keys = {
+            r[0] for r in self._cur.execute("SELECT DISTINCT waits_for FROM events WHERE state='pending'")
+        }
+        self.recount()
+        self._filter_stale = True
+
+    def recount(self) -> None:
+        """Recompute the per-state counts from ``events``."""
+        self.counts = {
+            r[0]: r[1] for r in self._cur.execute("SELECT state, COUNT(*) FROM events GROUP BY state")
+        }
+
+    @property
+    def epoch(self) -> str | None:
+        """``meta('epoch')``: changes on creation and every rebuild."""
+        return self.meta("epoch")
+
+    # ------------------------------------------------------------------ transactions
+    def begin(self) -> None:
+        """Start a write transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.in_txn = True
+
+    def commit(self) -> None:
+        """Commit the write transaction."""
+        if self.needs_rewrite:
+            self.set_meta("tombstone_rewrite", "1")
+        self.conn.execute("COMMIT")
+        self.in_txn = False
+
+    def rollback(self) -> None:
+        """Roll back the write transaction (and forget cached state it may have changed)."""
+        self.in_txn = False
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        finally:
+            self._provided.clear()
+            self.needs_rewrite = False
+            try:
+                self.load_state()
+            except sqlite3.Error:
+                pass
+
+    # ------------------------------------------------------------------ tombstones
+    def build_filter(self, conn: sqlite3.Connection | None = None) -> TombstonePredicate | None:
+        """Compose the predicates of every registered tombstone rule (``None`` if none applies)."""
+        conn = conn or self.conn
+        preds: list[TombstonePredicate] = []
+        seen: set[int] = set()
+        for et in self.registry.tombstone_types():
+            rule = et.tombstone
+            if rule is None or id(rule) in seen:
+                continue
+            seen.add(id(rule))
+            try:
+                pred = rule.build_filter(conn)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    continue
+                raise
+            if pred is not None:
+                preds.append(pred)
+        if not preds:
+            return None
+        if len(preds) == 1:
+            return preds[0]
+
+        def any_pred(obj: Mapping[str, Any], key: SortKey) -> bool:
+            return any(p(obj, key) for p in preds)
+
+        return any_pred
+
+    def current_filter(self) -> TombstonePredicate | None:
+        """The composite tombstone predicate for the current projection state."""
+        if self._filter_stale:
+            self._filter = self.build_filter()
+            self._filter_stale = False
+        return self._filter
+
+    def is_tombstone_type(self, type_name: str) -> bool:
+        """Whether ``type_name`` (or an alias) is a registered tombstone type."""
+        et = self._types.get(type_name)
+        return et is not None and et.tombstone is not None
+
+    # ------------------------------------------------------------------ applying
+    def start_ingest(self, *, source: str, live: bool, collect: bool, collect_limit: int = 1_000_000) -> None:
+        """Reset the counters and say how the next events arrive."""
+        self._source = source
+        self._ctx.live = live
+        self._collect = [] if collect else None
+        self._collect_limit = collect_limit
+        self._collect_truncated = False
+        self._stats = IngestStats()
+
+    def end_ingest(self) -> IngestStats:
+        """Return the counters (and collected events) since :meth:`start_ingest`."""
+        stats = self._stats
+        if self._collect is not None:
+            stats.events = self._collect
+        stats.truncated = self._collect_truncated
+        self._collect = None
+        self._stats = IngestStats()
+        return stats
+
+    def _emit(self, ev: StoredEvent) -> None:
+        # Observers see an event once: when it is stored applied or ignored
+        # (unknown type), or when it leaves pending.  Pending, tombstoned and
+        # invalid events have no effect and are not reported.
+        c = self._collect
+        if c is not None and (ev.state == "applied" or ev.state == "ignored"):
+            if len(c) < self._collect_limit:
+                c.append(ev)
+            else:
+                self._collect_truncated = True
+
+    def apply_event(
+        self, obj: dict[str, Any], line: bytes, text: str | bytes, eid: str, ts_ns: int, file: str
+    ) -> StoredEvent | None:
+        """Index and apply one valid event; ``None`` when its ``event_id`` is already stored.
+
+        Must run inside a transaction (:meth:`begin`).  ``text`` is the line
+        as stored in ``events.line``.
+        """
+        return self.apply_many([(ts_ns, eid, obj, line, text, file, self._source)])[0]
+
+    def apply_many(self, recs: list[Record]) -> list[StoredEvent | None]:
+        """Index and apply valid events, in the order given (sort-key order).
+
+        ``recs`` are ``(ts_ns, event_id, obj, line, text, file, source)``.
+        Returns, per record, the stored event or ``None`` for a duplicate
+        ``event_id``.  The ``events`` rows of the whole list are inserted with
+        one ``executemany``, then the reducers run one by one; a reducer never
+        sees the ``events`` rows of later records as anything but ``applied``,
+        so pending resolution is unaffected.  Must run inside a transaction.
+        """
+        types = self._types
+        filt = self.current_filter() if self._filter_stale else self._filter
+        rows = []
+        metas: list[tuple[EventType | None, str, str]] = []
+        for ts_ns, eid, obj, _line, text, file, _source in recs:
+            typ = obj["type"]
+            et = types.get(typ)
+            origin = obj.get("origin_daemon", "")
+            if type(origin) is not str:
+                origin = ""
+            if et is None:
+                state = "ignored"
+            elif (
+                et.tombstone is None
+                and filt is not None
+                and filt(obj, (ts_ns, eid.encode("utf-8", "surrogatepass")))
+            ):
+                state = "tombstoned"
+                text = None
+            else:
+                state = "applied"
+            rows.append(
+                (eid, typ, ts_ns if ts_ns <= SQLITE_INT_MAX else f"{ts_ns:020d}", origin, file, state, text)
+            )
+            metas.append((et, origin, state))
+        cur = self._cur
+        prev = cur.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        prev_seq = prev[0] if prev is not None else 0
+        before = self.conn.total_changes
+        cur.executemany(_INSERT_EVENT, rows)
+        inserted = self.conn.total_changes - before
+        seqs: list[int | None]
+        if inserted == len(rows):
+            seqs = list(range(prev_seq + 1, prev_seq + 1 + inserted))
+        else:  # some event_ids were already stored: find which rows went in
+            got = cur.execute(
+                "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (prev_seq,)
+            ).fetchall()
+            seqs = []
+            j = 0
+            for row in rows:
+                if j < len(got) and got[j][1] == row[0]:
+                    seqs.append(got[j][0])
+                    j += 1
+                else:
+                    seqs.append(None)
+        stats = self._stats
+        stats.new += inserted
+        stats.duplicates += len(rows) - inserted
+        counts = self.counts
+        collect = self._collect
+        out: list[StoredEvent | None] = []
+        for rec, (et, origin, state), seq in zip(recs, metas, seqs, strict=True):
+            if seq is None:
+                out.append(None)
+                continue
+            ts_ns, eid, obj, line, _text, file, source = rec
+            ev = StoredEvent(
+                obj,
+                line,
+                eid,
+                obj["type"] if et is None else et.name,
+                ts_ns,
+                f"{ts_ns:020d}|{eid}",
+                file,
+                origin,
+                source,
+                seq,
+                state,
+            )
+            if state == "applied":
+                assert et is not None
+                if (self._filter_stale or self._filter is not filt) and et.tombstone is None:
+                    # a reducer earlier in this list changed the tombstones
+                    f = self.current_filter()
+                    if f is not None and f(obj, ev.sort_key):
+                        cur.execute(_SET_TOMBSTONED, (seq,))
+                        ev = replace(ev, state="tombstoned")
+                        self.needs_rewrite = True
+                if ev.state == "applied":
+                    ev = self._reduce(et, ev)
+            elif state == "tombstoned":
+                self.needs_rewrite = True
+            counts[ev.state] = counts.get(ev.state, 0) + 1
+            if collect is not None:
+                self._emit(ev)
+            out.append(ev)
+            if self._provided:
+                self._resolve()
+        return out
+
+    def index_invalid(self, line: bytes, text: str | None, obj: Mapping[str, Any] | None, file: str) -> bool:
+        """Index an invalid line; ``False`` when the same line is already indexed."""
+        typ = obj.get("type") if obj is not None else None
+        self._cur.execute(
+            _INSERT_INVALID,
+            (
+                invalid_line_id(line),
+                typ if type(typ) is str else None,
+                file,
+                text if text is not None else line,
+            ),
+        )
+        if self._cur.rowcount == 1:
+            self.counts["invalid"] = self.counts.get("invalid", 0) + 1
+            self._stats.invalid += 1
+            return True
+        return False
+
+    def _reduce(self, et: EventType, ev: StoredEvent) -> StoredEvent:
+        """Run ``et``'s reducer for ``ev`` (already indexed ``applied``); return the final event."""
+        reducer = et.reducer
+        if reducer is None:
+            return ev
+        try:
+            res = reducer(self._ctx, ev)
+        except InvalidEvent as exc:
+            log.warning("event %s (%s) is invalid: %s", ev.event_id, ev.type, exc)
+            return self._set_state(ev, "invalid")
+        except sqlite3.IntegrityError as exc:
+            log.warning("event %s (%s) violates a constraint: %s", ev.event_id, ev.type, exc)
+            return self._set_state(ev, "invalid")
+        except sqlite3.Error:
+            raise
+        except Exception:
+            log.exception("reducer of %s failed for event %s; indexed invalid", ev.type, ev.event_id)
+            return self._set_state(ev, "invalid")
+        if isinstance(res, Pending):
+            self._cur.execute("UPDATE events SET state='pending', waits_for=? WHERE seq=?", (res.key, ev.seq))
+            self._pending_keys.add(res.key)
+            return replace(ev, state="pending")
+        if et.tombstone is not None:
+            self._filter_stale = True
+            self.needs_rewrite = True
+        return ev
+
+    def _set_state(self, ev: StoredEvent, state: str) -> StoredEvent:
+        self._cur.execute("UPDATE events SET state=?, waits_for=NULL WHERE seq=?", (state, ev.seq))
+        return replace(ev, state=state)
+
+    def _resolve(self) -> None:
+        """Re-apply events pending on provided keys, in sort-key order (cascading)."""
+        provided = self._provided
+        while provided:
+            key = provided.popleft()
+            if key not in self._pending_keys:
+                continue
+            self._pending_keys.discard(key)
+            rows = self._cur.execute(
+                "SELECT seq, event_id, line, file, ts_ns, origin_daemon FROM events "
+                "WHERE state='pending' AND waits_for=? ORDER BY ts_ns, event_id",
+                (key,),
+            ).fetchall()
+            self._reapply(rows, from_state="pending")
+
+    def _reapply(self, rows: Iterable[tuple[Any, ...]], *, from_state: str) -> int:
+        """Apply again stored rows (pending, or ignored of a newly registered type)."""
+        n = 0
+        counts = self.counts
+        for seq, eid, text, file, db_ts_ns, origin in rows:
+            ts_ns = int(db_ts_ns)
+            raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text or b"")
+            obj, _ = decode_line(raw)
+            counts[from_state] = counts.get(from_state, 1) - 1
+            et = self._types.get(obj.get("type")) if obj is not None else None  # type: ignore[arg-type]
+            if obj is None or et is None:
+                state = "invalid" if obj is None else "ignored"
+                self._cur.execute("UPDATE events SET state=?, waits_for=NULL WHERE seq=?", (state, seq))
+                counts[state] = counts.get(state, 0) + 1
+                continue
+            ev = StoredEvent(
+                obj,
+                raw,
+                eid,
+                et.name,
+                ts_ns,
+                f"{ts_ns:020d}|{eid}",
+                file,
+                origin,
+                self._source,
+                seq,
+                "applied",
+            )
+            f = self.current_filter() if et.tombstone is None else None
+            if f is not None and f(obj, ev.sort_key):
+                self._cur.execute(
+                    "UPDATE events SET state='tombstoned', waits_for=NULL, line=NULL WHERE seq=?", (seq,)
+                )
+                self.needs_rewrite = True
+                counts["tombstoned"] = counts.get("tombstoned", 0) + 1
+                continue
+            self._cur.execute("UPDATE events SET state='applied', waits_for=NULL WHERE seq=?", (seq,))
+            ev = self._reduce(et, ev)
+            counts[ev.state] = counts.get(ev.state, 0) + 1
+            if ev.state == "applied":
+                self._emit(ev)
+                n += 1
+        return n
+
+    def reapply_new_types(self) -> int:
+        """Apply ``ignored`` events whose type became registered since the last open."""
+        stored = self.meta("event_types")
+        names = self._type_names()
+        try:
+            before = set(json.loads(stored)) if stored else set()
+        except ValueError:
+            before = set()
+        new = sorted(set(names) - before)
+        n = 0
+        if new:
+            marks = ",".join("?" * len(new))
+            rows = self._cur.execute(
+                f"SELECT seq, event_id, line, file, ts_ns, origin_daemon FROM events "
+                f"WHERE state='ignored' AND type IN ({marks}) ORDER BY ts_ns, event_id",
+                new,
+            ).fetchall()
+            n = self._reapply(rows, from_state="ignored")
+            self._resolve()
+        if stored != json.dumps(names):
+            self.set_meta("event_types", json.dumps(names))
+        return n
+
+    # ------------------------------------------------------------------ reading files
+    @staticmethod
+    def parse(line: bytes) -> tuple[dict[str, Any] | None, str | None, str | None, int]:
+        """Classify a line: ``(obj, text, event_id, ts_ns)``; ``event_id`` is ``None`` when invalid."""
+        if len(line) >= MAX_LINE_BYTES:
+            return None, None, None, -1
+        obj, text = decode_line(line)
+        if obj is None:
+            return None, text, None, -1
+        typ = obj.get("type")
+        if type(typ) is not str or not typ:
+            return obj, text, None, -1
+        ts = ts_ns(obj.get("timestamp"))
+        if ts is None:
+            return obj, text, None, -1
+        eid = obj.get("event_id")
+        if type(eid) is not str or not eid:
+            eid = event_id_of(obj)
+        return obj, text, eid, ts
+
+    def ingest_files(
+        self,
+        sync_dir: Path,
+        sources: list[tuple[str, int]],
+        *,
+        mode: str = "auto",
+        commit_every: int | None = None,
+    ) -> dict[str, int]:
+        """Index and apply every line of ``sources`` (``(file, offset)``) in sort-key order.
+
+        Runs inside the current transaction; with ``commit_every`` it commits
+        (and begins again) every that many new events.  ``mode``: ``memory``,
+        ``optimistic`` (streams assuming sorted files; raises
+        :class:`_OutOfOrder` when one is not), ``scan`` (two passes) or
+        ``auto`` (``memory`` for small inputs, else ``scan``).  Returns the
+        end offset of the last complete line read per file.
+        """
+        total = 0
+        for rel, off in sources:
+            try:
+                total += max(0, (sync_dir / rel).stat().st_size - off)
+            except FileNotFoundError:
+                pass
+        if mode == "auto":
+            mode = "memory" if total <= IN_MEMORY_BYTES else "scan"
+        if mode == "memory":
+            ends = self._ingest_memory(sync_dir, sources)
+        else:
+            ends = self._ingest_stream(
+                sync_dir, sources, total, optimistic=(mode == "optimistic"), commit_every=commit_every
+            )
+        if self.progress is not None:
+            self.progress(total, total)
+        return ends
+
+    def _ingest_memory(self, sync_dir: Path, sources: list[tuple[str, int]]) -> dict[str, int]:
+        records: list[tuple[int, str, int, dict[str, Any], bytes, str, str]] = []
+        ends: dict[str, int] = {}
+        parse = self.parse
+        n = 0
+        for rel, offset in sources:
+            end = offset
+            for off, line in iter_lines(sync_dir / rel, offset):
+                end = off + len(line) + 1
+                if not line or line.isspace():
+                    continue
+                self._stats.lines += 1
+                obj, text, eid, ts = parse(line)
+                if eid is None or obj is None or text is None:
+                    self.index_invalid(line, text, obj, rel)
+                    continue
+                records.append((ts, eid, n, obj, line, text, rel))
+                n += 1
+            ends[rel] = end
+        records.sort(key=lambda r: (r[0], r[1], r[2]))
+        source = self._source
+        for start in range(0, len(records), APPLY_CHUNK):
+            self.apply_many(
+                [
+                    (ts, eid, obj, line, text, rel, source)
+                    for ts, eid, _n, obj, line, text, rel in records[start : start + APPLY_CHUNK]
+                ]
+            )
+        return ends
+
+    def _ingest_stream(
+        self,
+        sync_dir: Path,
+        sources: list[tuple[str, int]],
+        total: int,
+        *,
+        optimistic: bool,
+        commit_every: int | None,
+    ) -> dict[str, int]:
+        spill = _Spill()
+        ends: dict[str, int] = {}
+        parse = self.parse
+        try:
+            if not optimistic:
+                # Pass 1: find the lines that break each file's order.
+                for idx, (rel, offset) in enumerate(sources):
+                    mts, meid = -1, ""
+                    for off, line in iter_lines(sync_dir / rel, offset):
+                        if not line or line.isspace():
+                            continue
+                        _obj, _text, eid, ts = parse(line)
+                        if eid is None:
+                            continue
+                        if ts > mts or (ts == mts and eid >= meid):
+                            mts, meid = ts, eid
+                        else:
+                            spill.add(ts, eid, idx, off, len(line))
+            streams: list[Iterator[tuple[Any, ...]]] = [
+                self._file_stream(sync_dir, idx, rel, offset, ends, optimistic=optimistic)
+                for idx, (rel, offset) in enumerate(sources)
+            ]
+            if spill.count:
+                streams.append(self._spill_stream(sync_dir, sources, spill))
+            apply_many = self.apply_many
+            progress = self.progress
+            source = self._source
+            since_commit = 0
+            done = 0
+            chunk: list[Record] = []
+            for ts, eid, _i, _o, obj, line, text, rel in heapq.merge(*streams):
+                chunk.append((ts, eid, obj, line, text, rel, source))
+                if len(chunk) < APPLY_CHUNK:
+                    continue
+                apply_many(chunk)
+                if progress is not None:
+                    done += sum(len(r[3]) + 1 for r in chunk)
+                    progress(done, total)
+                chunk = []
+                since_commit += APPLY_CHUNK
+                if commit_every is not None and since_commit >= commit_every:
+                    self.commit()
+                    self.begin()
+                    since_commit = 0
+            if chunk:
+                apply_many(chunk)
+        finally:
+            spill.close()
+        return ends
+
+    def _file_stream(
+        self,
+        sync_dir: Path,
+        idx: int,
+        rel: str,
+        offset: int,
+        ends: dict[str, int],
+        *,
+        optimistic: bool,
+    ) -> Iterator[tuple[Any, ...]]:
+        parse = self.parse
+        stats = self._stats
+        mts, meid = -1, ""
+        end = offset
+        for off, line in iter_lines(sync_dir / rel, offset):
+            end = off + len(line) + 1
+            if not line or line.isspace():
+                continue
+            stats.lines += 1
+            obj, text, eid, ts = parse(line)
+            if eid is None or obj is None or text is None:
+                self.index_invalid(line, text, obj, rel)
+                continue
+            if ts > mts or (ts == mts and eid >= meid):
+                mts, meid = ts, eid
+                yield (ts, eid, idx, off, obj, line, text, rel)
+            elif optimistic:
+                raise _OutOfOrder(rel)
+            # else: the line was spilled in pass 1 and comes from the spill stream
+        ends[rel] = end
+
+    def _spill_stream(
+        self, sync_dir: Path, sources: list[tuple[str, int]], spill: _Spill
+    ) -> Iterator[tuple[Any, ...]]:
+        fds: dict[int, int] = {}
+        stream_idx = len(sources)
+        try:
+            for ts, eid, fidx, off, length in spill.sorted():
+                fd = fds.get(fidx)
+                if fd is None:
+                    fd = fds[fidx] = os.open(sync_dir / sources[fidx][0], os.O_RDONLY | os.O_CLOEXEC)
+                line = os.pread(fd, length, off)
+                obj, text, _eid, _ts = self.parse(line)
+                if obj is None or text is None:  # the file changed under us; skip
+                    continue
+                yield (ts, eid, stream_idx, off, obj, line, text, sources[fidx][0])
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    # ------------------------------------------------------------------ projection_files
+    def file_records(self) -> dict[str, tuple[int, int, str | None]]:
+        """``projection_files`` as ``{path: (size, mtime_ns, tail_sha256)}``."""
+        return {
+            r[0]: (r[1], r[2], r[3])
+            for r in self._cur.execute("SELECT path, size, mtime_ns, tail_sha256 FROM projection_files")
+        }
+
+    def record_file(self, sync_dir: Path, rel: str, size: int) -> None:
+        """Remember that ``rel`` is projected up to ``size`` bytes (inside a transaction)."""
+        path = sync_dir / rel
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._cur.execute("DELETE FROM projection_files WHERE path=?", (rel,))
+            return
+        tail = file_tail_sha256(path, size)
+        self._cur.execute(
+            "INSERT OR REPLACE INTO projection_files(path, size, mtime_ns, tail_sha256) VALUES (?,?,?,?)",
+            (rel, size, mtime, tail),
+        )
+
+    def plan_catch_up(self, sync_dir: Path) -> tuple[list[tuple[str, int]], list[str]]:
+        """Which files to read from where (SPEC §7.1), and recorded files that are gone."""
+        records = self.file_records()
+        files = list_log_files(sync_dir)
+        sources: list[tuple[str, int]] = []
+        for rel in files:
+            rec = records.get(rel)
+            if rec is None:
+                sources.append((rel, 0))
+                continue
+            size, _mtime, tail = rec
+            try:
+                now = (sync_dir / rel).stat().st_size
+            except FileNotFoundError:
+                continue
+            if now >= size and tail is not None and file_tail_sha256(sync_dir / rel, size) == tail:
+                if now > size:
+                    sources.append((rel, size))
+            else:
+                sources.append((rel, 0))
+        gone = sorted(set(records) - set(files))
+        return sources, gone
+
+    # ------------------------------------------------------------------ tombstone rewrites
+    def rewrite_tombstoned(self, sync_dir: Path) -> dict[str, int]:
+        """Rewrite every log file without the lines the tombstones cover (SPEC §6.7).
+
+        Marks their ``events`` rows ``tombstoned`` (their line is cleared) and
+        records the rewritten files.  Returns ``{file: lines removed}``.
+        """
+        pred = self.build_filter()
+        removed_by_file: dict[str, int] = {}
+        if pred is not None:
+            types = self._types
+            for rel in list_log_files(sync_dir):
+                dropped: list[str] = []
+
+                def drop(line: bytes, dropped: list[str] = dropped) -> bool:
+                    obj, _text, eid, ts = self.parse(line)
+                    if obj is None or eid is None:
+                        return False
+                    et = types.get(obj["type"])
+                    if et is not None and et.tombstone is not None:
+                        return False
+                    if pred(obj, (ts, eid.encode("utf-8", "surrogatepass"))):
+                        dropped.append(eid)
+                        return True
+                    return False
+
+                result = rewrite_file(sync_dir / rel, drop)
+                if result.removed:
+                    removed_by_file[rel] = result.removed
+                    self.begin()
+                    try:
+                        self._cur.executemany(_MARK_TOMBSTONED, [(e,) for e in dropped])
+                        if result.deleted_file:
+                            self._cur.execute("DELETE FROM projection_files WHERE path=?", (rel,))
+                        else:
+                            self.record_file(sync_dir, rel, result.size)
+                        self.conn.execute("COMMIT")
+                        self.in_txn = False
+                    except BaseException:
+                        self.rollback()
+                        raise
+        self.begin()
+        self.set_meta("tombstone_rewrite", None)
+        self.conn.execute("COMMIT")
+        self.in_txn = False
+        self.needs_rewrite = False
+        if removed_by_file:
+            self.recount()
+        return removed_by_file
+
+    # ------------------------------------------------------------------ stats
+    def state_counts(self, *, exact: bool = False) -> dict[str, int]:
+        """Events per state (from the running counters, or recounted with ``exact``)."""
+        if exact:
+            self.recount()
+        return {s: self.counts.get(s, 0) for s in ("applied", "pending", "ignored", "invalid", "tombstoned")}

@@ -1,0 +1,683 @@
+"""The single writer: group commit of events to the log and the projection (SPEC §6.5).
+
+:class:`Writer` is the trio side: handlers ``await writer.submit(events)``;
+one task takes every queued submission (up to 256 events; a batch stops
+growing once it holds 4 MiB), hands the batch to a worker thread and answers
+the submitters when the batch is durable *and* projected.  While the thread
+fsyncs, new submissions queue up and form the next batch — that is what makes
+group commit work.  Observers (``on_applied``) run in a separate task after
+the submitters are answered, so they never delay a reply.
+
+:class:`BatchProcessor` is the blocking side, run in the worker thread: fill
+in the envelope (``event_id``, ``timestamp``, ``v``, ``origin_daemon``),
+validate local events with their type's model, serialise canonically, skip
+events already stored, append and ``fdatasync`` once per touched file, apply
+the batch to SQLite in one transaction, commit, and rewrite the files when a
+tombstone was applied.
+
+Failure semantics (SPEC §6.5): an append or fsync failure truncates every
+touched file back and fails the batch with -32603, nothing projected; a
+projection failure after the lines are durable re-runs catch-up once, and if
+that fails too the callers get -32603 with ``data: {durable: true,
+event_ids}`` and the store reports ``degraded`` (later batches keep trying
+catch-up until it succeeds).  A submission that fails validation is refused
+alone with -32602.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import outcome
+import trio
+
+from thrum_core.canonical import canonical_json
+from thrum_core.errors import InternalError, InvalidParams, ThrumError
+from thrum_core.events.log import AppendLog
+from thrum_core.events.projection import Projection, decode_line, ts_ns
+from thrum_core.events.types import DEFAULT_ROUTE, SOURCES, EventTypeRegistry, StoredEvent
+from thrum_core.ids import event_id_of, new_event_id
+from thrum_core.timefmt import MonotonicClock, format_ts
+
+__all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "BatchProcessor", "Submission", "Writer"]
+
+log = logging.getLogger("thrum.events.writer")
+
+MAX_BATCH_EVENTS = 256
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: ``projection_files`` is brought up to date at most this often by the writer.
+FILES_FLUSH_INTERVAL_S = 2.0
+
+T = TypeVar("T")
+
+
+class _TsFormatter:
+    """``format_ts`` with the seconds part cached (consecutive events share it)."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+
+    def __call__(self, ns: int) -> str:
+        sec, rem = divmod(ns, 1_000_000_000)
+        if sec != self._sec:
+            self._prefix = format_ts(sec * 1_000_000_000)[:19]
+            self._sec = sec
+        return f"{self._prefix}.{rem // 1000:06d}Z"
+
+
+@dataclass(slots=True)
+class _Item:
+    """One event of a batch, ready to append."""
+
+    obj: dict[str, Any]
+    line: bytes
+    text: str
+    eid: str
+    ts: int
+    file: str
+    source: str
+    fresh: bool
+    write: bool = True
+    state: str = "applied"
+    stored: StoredEvent | None = None
+
+
+@dataclass(eq=False)
+class Submission:
+    """One ``submit`` call: its events (or verbatim lines) and, later, its outcome."""
+
+    events: Sequence[Mapping[str, Any]] | None
+    lines: Sequence[bytes] | None
+    source: str
+    done: trio.Event = field(default_factory=trio.Event)
+    result: list[StoredEvent] | None = None
+    error: BaseException | None = None
+    items: list[_Item] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.lines) if self.lines is not None else len(self.events or ())
+
+
+@dataclass(eq=False)
+class _Exclusive:
+    fn: Callable[[], Any]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class BatchProcessor:
+    """The blocking half of the writer (one worker thread at a time)."""
+
+    def __init__(
+        self,
+        *,
+        sync_dir: Path,
+        registry: EventTypeRegistry,
+        projection: Projection,
+        appender: AppendLog,
+        daemon_id: str,
+        catch_up: Callable[[str], list[StoredEvent]],
+        clock: MonotonicClock | None = None,
+    ):
+        self.sync_dir = sync_dir
+        self.registry = registry
+        self.projection = projection
+        self.appender = appender
+        self.daemon_id = daemon_id
+        self.clock = clock or MonotonicClock()
+        self._catch_up = catch_up
+        self._fmt = _TsFormatter()
+        self._dirty: dict[str, int] = {}
+        self._last_flush = time.monotonic()
+        self.degraded = False
+        self.batches = 0
+        self.events_written = 0
+        #: events applied by live catch-ups inside an exclusive job, for observers
+        self.emitted: list[StoredEvent] = []
+
+    # ------------------------------------------------------------------ preparing
+    def _prepare(self, sub: Submission) -> list[_Item]:
+        if sub.lines is not None:
+            return [self._prepare_line(raw, sub.source, i) for i, raw in enumerate(sub.lines)]
+        return [self._prepare_event(ev, sub.source, i) for i, ev in enumerate(sub.events or ())]
+
+    def _prepare_event(self, ev: Mapping[str, Any], source: str, i: int) -> _Item:
+        field_ = f"events[{i}]"
+        if not isinstance(ev, Mapping):
+            raise InvalidParams(field_, "not_an_object", f"event {i} is not an object")
+        obj = dict(ev)
+        typ = obj.get("type")
+        if type(typ) is not str or not typ:
+            raise InvalidParams(f"{field_}.type", "missing", f"event {i} has no type")
+        et = self.registry.get(typ)
+        local = source == "local"
+        if et is None and local:
+            raise InvalidParams(f"{field_}.type", "unknown_type", f"event type {typ!r} is not registered")
+        fresh = False
+        eid = obj.get("event_id")
+        if eid is None or eid == "":
+            if local:
+                eid = obj["event_id"] = new_event_id()
+                fresh = True
+            else:
+                eid = obj["event_id"] = event_id_of(obj)
+        elif type(eid) is not str:
+            raise InvalidParams(f"{field_}.event_id", "not_a_string", f"event {i}: event_id must be a string")
+        ts_val = obj.get("timestamp")
+        if ts_val is None and local:
+            ts = self.clock.next_ns()
+            obj["timestamp"] = self._fmt(ts)
+        else:
+            parsed = ts_ns(ts_val)
+            if parsed is None:
+                raise InvalidParams(f"{field_}.timestamp", "invalid", f"event {i}: bad timestamp {ts_val!r}")
+            ts = parsed
+        if local:
+            obj.pop("sequence", None)  # SPEC §6.1: never written
+            obj.pop("signature", None)
+            if "v" not in obj:
+                obj["v"] = 1
+            if "origin_daemon" not in obj:
+                obj["origin_daemon"] = self.daemon_id
+            if et is not None and et.model is not None:
+                self._validate(et.model, obj, field_)
+        try:
+            text = canonical_json(obj)
+            line = text.encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidParams(
+                field_, "not_serialisable", f"event {i} cannot be written as JSON: {exc}"
+            ) from None
+        try:
+            file = self.registry.route(obj)
+        except Exception as exc:
+            if local:
+                raise InvalidParams(field_, "unroutable", f"event {i} cannot be routed: {exc}") from None
+            file = DEFAULT_ROUTE
+        return _Item(obj, line, text, eid, ts, file, source, fresh)
+
+    @staticmethod
+    def _validate(model: Any, obj: dict[str, Any], field_: str) -> None:
+        from pydantic import ValidationError
+
+        try:
+            model.model_validate(obj)
+        except ValidationError as exc:
+            errors = exc.errors()
+            err: dict[str, Any] = dict(errors[0]) if errors else {}
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            raise InvalidParams(
+                f"{field_}.{loc}" if loc else field_,
+                str(err.get("type", "invalid")),
+                f"invalid event: {loc or 'event'}: {err.get('msg', exc)}",
+            ) from None
+
+    def _prepare_line(self, raw: bytes, source: str, i: int) -> _Item:
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogatepass")
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        obj, text = decode_line(raw)
+        typ = obj.get("type") if obj is not None else None
+        ts = ts_ns(obj.get("timestamp")) if obj is not None else None
+        if obj is None or text is None or type(typ) is not str or not typ or ts is None:
+            # Not an event we can store (peers never serve invalid lines).
+            return _Item(obj or {}, raw, text or "", "", -1, "", source, False, write=False, state="invalid")
+        if b"\n" in raw:  # JSON whitespace may hold a newline; such a line cannot be kept verbatim
+            text = canonical_json(obj)
+            raw = text.encode("utf-8")
+        eid = event_id_of(obj)
+        try:
+            file = self.registry.route(obj)
+        except Exception:
+            file = DEFAULT_ROUTE
+        return _Item(obj, raw, text, eid, ts, file, source, False)
+
+    def _dedupe(self, items: list[_Item]) -> None:
+        """Skip events already stored (or twice in the batch) and non-local ones under a tombstone."""
+        check = list({it.eid for it in items if it.write and not it.fresh})
+        known: set[str] = set()
+        cur = self.projection.conn.cursor()
+        cur.row_factory = None
+        for start in range(0, len(check), 500):
+            chunk = check[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                r[0] for r in cur.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+            )
+        seen: set[str] = set()
+        pred = None
+        if any(it.source != "local" for it in items):
+            pred = self.projection.current_filter()
+        for it in items:
+            if not it.write:
+                continue
+            if it.eid in known or it.eid in seen:
+                it.write, it.state = False, "duplicate"
+                continue
+            seen.add(it.eid)
+            if (
+                pred is not None
+                and it.source != "local"
+                and not self.projection.is_tombstone_type(it.obj["type"])
+                and pred(it.obj, (it.ts, it.eid.encode("utf-8", "surrogatepass")))
+            ):
+                it.write, it.state = False, "tombstoned"
+
+    # ------------------------------------------------------------------ processing
+    def process(self, subs: list[Submission]) -> tuple[list[StoredEvent], list[Submission]]:
+        """Write and project ``subs``; return (events for observers, submissions deferred).
+
+        Each submission ends with ``result`` or ``error`` set, except the
+        deferred ones (the batch reached 4 MiB), which go back to the queue.
+        """
+        taken: list[Submission] = []
+        deferred: list[Submission] = []
+        nbytes = 0
+        for i, sub in enumerate(subs):
+            if taken and nbytes >= MAX_BATCH_BYTES:
+                deferred = subs[i:]
+                break
+            try:
+                sub.items = self._prepare(sub)
+            except ThrumError as exc:
+                sub.error = exc
+                continue
+            taken.append(sub)
+            nbytes += sum(len(it.line) + 1 for it in sub.items)
+        items = [it for sub in taken for it in sub.items]
+        if not items:
+            for sub in taken:
+                sub.result = []
+            return [], deferred
+        self._dedupe(items)
+        to_write = [it for it in items if it.write]
+        observed: list[StoredEvent] = []
+        if to_write:
+            parts: dict[str, list[bytes]] = {}
+            for it in to_write:
+                parts.setdefault(it.file, []).append(it.line)
+            writes = {rel: b"\n".join(lines) + b"\n" for rel, lines in parts.items()}
+            try:
+                sizes = self.appender.append(writes)
+            except Exception as exc:
+                log.error("append to the event log failed: %s", exc)
+                err = InternalError(f"could not write the event log: {exc}", {"durable": False})
+                for sub in taken:
+                    sub.error = err
+                return [], deferred
+            self.batches += 1
+            self.events_written += len(to_write)
+            try:
+                observed = self._project(to_write, sizes)
+            except ThrumError as exc:
+                for sub in taken:
+                    sub.error = exc
+                return [], deferred
+        for sub in taken:
+            sub.result = [self._result(it) for it in sub.items]
+        return observed, deferred
+
+    def _project(self, items: list[_Item], sizes: dict[str, int]) -> list[StoredEvent]:
+        proj = self.projection
+        first_error: BaseException | None = None
+        if not self.degraded:
+            proj.start_ingest(source=items[0].source, live=True, collect=True)
+            try:
+                proj.begin()
+                ordered = sorted(items, key=lambda it: (it.ts, it.eid))
+                stored = proj.apply_many(
+                    [(it.ts, it.eid, it.obj, it.line, it.text, it.file, it.source) for it in ordered]
+                )
+                for it, ev in zip(ordered, stored, strict=True):
+                    it.stored = ev
+                    if ev is None:
+                        it.state = "duplicate"
+                self._dirty.update(sizes)
+                if time.monotonic() - self._last_flush >= FILES_FLUSH_INTERVAL_S:
+                    self._flush_files()
+                proj.commit()
+                stats = proj.end_ingest()
+                # An event left pending may have been resolved later in the same batch.
+                final = {ev.event_id: ev for ev in stats.events}
+                for it in items:
+                    if it.stored is not None and it.stored.state == "pending":
+                        it.stored = final.get(it.eid, it.stored)
+                self._after_commit()
+                return stats.events
+            except Exception as exc:
+                log.exception("projecting a writer batch failed; catching up from the log")
+                first_error = exc
+                proj.end_ingest()
+                proj.rollback()
+        self._dirty.update(sizes)
+        try:
+            events = self._catch_up(items[0].source)
+        except Exception as exc:
+            log.exception("catch-up after a projection failure failed; the store is degraded")
+            self.degraded = True
+            reason = exc if first_error is None else first_error
+            raise InternalError(
+                f"events are durable but could not be projected: {reason}",
+                {"durable": True, "event_ids": [it.eid for it in items]},
+            ) from exc
+        self.degraded = False
+        self._dirty.clear()
+        by_id = {ev.event_id: ev for ev in events}
+        cur = proj.conn.cursor()
+        cur.row_factory = None
+        for it in items:
+            ev = by_id.get(it.eid)
+            if ev is None:
+                row = cur.execute(
+                    "SELECT seq, state, file FROM events WHERE event_id=?", (it.eid,)
+                ).fetchone()
+                et = self.registry.get(it.obj["type"])
+                ev = StoredEvent(
+                    it.obj,
+                    it.line,
+                    it.eid,
+                    et.name if et is not None else it.obj["type"],
+                    it.ts,
+                    f"{it.ts:020d}|{it.eid}",
+                    row[2] if row else it.file,
+                    it.obj.get("origin_daemon", "") if type(it.obj.get("origin_daemon", "")) is str else "",
+                    it.source,
+                    row[0] if row else None,
+                    row[1] if row else "pending",
+                )
+            it.stored = ev
+        self._after_commit()
+        return events
+
+    def _after_commit(self) -> None:
+        proj = self.projection
+        if proj.needs_rewrite:
+            try:
+                proj.rewrite_tombstoned(self.sync_dir)
+            except Exception:
+                log.exception("rewriting the log after a tombstone failed; will retry")
+            finally:
+                self.appender.invalidate()
+
+    def _result(self, it: _Item) -> StoredEvent:
+        if it.stored is not None:
+            return it.stored
+        et = self.registry.get(it.obj.get("type", "")) if it.obj else None
+        origin = it.obj.get("origin_daemon", "") if it.obj else ""
+        return StoredEvent(
+            it.obj,
+            it.line,
+            it.eid,
+            et.name if et is not None else str(it.obj.get("type", "")),
+            it.ts,
+            f"{it.ts:020d}|{it.eid}" if it.ts >= 0 else "",
+            it.file,
+            origin if type(origin) is str else "",
+            it.source,
+            None,
+            it.state,
+        )
+
+    def _flush_files(self) -> None:
+        for rel, size in self._dirty.items():
+            self.projection.record_file(self.sync_dir, rel, size)
+        self._dirty.clear()
+        self._last_flush = time.monotonic()
+
+    def flush_files(self) -> None:
+        """Record the appended files' sizes in ``projection_files`` (own transaction)."""
+        if not self._dirty or self.degraded:
+            return
+        proj = self.projection
+        proj.begin()
+        try:
+            self._flush_files()
+            proj.commit()
+        except BaseException:
+            proj.rollback()
+            raise
+
+    def forget_dirty(self) -> None:
+        """Drop unrecorded sizes (a catch-up or rebuild recorded the files itself)."""
+        self._dirty.clear()
+
+    def run_exclusive(self, fn: Callable[[], T]) -> tuple[T, list[StoredEvent]]:
+        """Run ``fn`` between batches; return its result and events for observers."""
+        self.flush_files()
+        self.appender.invalidate()
+        try:
+            result = fn()
+        finally:
+            self.appender.invalidate()
+            events, self.emitted = self.emitted, []
+        return result, events
+
+
+_Job = tuple[Callable[[Any], Any], Any, Any, trio.lowlevel.TrioToken]
+
+
+class _WorkerThread:
+    """One long-lived thread running the writer's blocking work.
+
+    Cheaper than ``trio.to_thread.run_sync`` per call (no limiter, no thread
+    hand-over), which matters when every append waits for a round trip.  A
+    call cannot be cancelled: like a shielded ``to_thread`` call, the task
+    waits until the work is done.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="thrum-writer", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, arg, task, token = job
+            result = outcome.capture(fn, arg)
+            try:
+                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+            except trio.RunFinishedError:  # pragma: no cover - the run ended under us
+                pass
+
+    async def call(self, fn: Callable[[Any], T], arg: Any) -> T:
+        task = trio.lowlevel.current_task()
+        self._jobs.put((fn, arg, task, trio.lowlevel.current_trio_token()))
+        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    async def stop(self) -> None:
+        self._jobs.put(None)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await trio.to_thread.run_sync(thread.join)
+
+
+class Writer:
+    """The trio side of the single writer.
+
+    ``await run(task_status=...)`` serves until :meth:`aclose` (drains the
+    queue, then returns).  ``submit`` and ``run_exclusive`` may be called from
+    any task; a call that reached the queue runs to completion even when the
+    caller is cancelled (SPEC §8.5).
+    """
+
+    def __init__(
+        self,
+        processor: BatchProcessor,
+        *,
+        on_applied: Callable[[list[StoredEvent]], None] | None = None,
+        max_events: int = MAX_BATCH_EVENTS,
+    ):
+        self.processor = processor
+        self.on_applied = on_applied
+        self.max_events = max_events
+        self._queue: collections.deque[Submission | _Exclusive] = collections.deque()
+        self._wake = trio.Event()
+        self._accepting = False
+        self._running = False
+        self._stopped = trio.Event()
+        self._worker = _WorkerThread()
+        self.batches = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` is serving."""
+        return self._running
+
+    @property
+    def queue_depth(self) -> int:
+        """Submissions and exclusive jobs waiting."""
+        return len(self._queue)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve submissions until :meth:`aclose`; observers run in a child task."""
+        if self._running or self._stopped.is_set():
+            raise RuntimeError("a Writer runs once")
+        self._running = True
+        self._accepting = True
+        send, recv = trio.open_memory_channel[list[StoredEvent]](math.inf)
+        self._worker.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._observe, recv)
+                task_status.started()
+                async with send:
+                    await self._loop(send)
+        finally:
+            self._running = False
+            self._accepting = False
+            err = InternalError("the event writer stopped")
+            while self._queue:
+                job = self._queue.popleft()
+                job.error = err
+                job.done.set()
+            with trio.CancelScope(shield=True):
+                await self._worker.stop()
+            self._stopped.set()
+
+    async def _observe(self, recv: trio.MemoryReceiveChannel[list[StoredEvent]]) -> None:
+        async with recv:
+            async for events in recv:
+                if self.on_applied is None:
+                    continue
+                try:
+                    self.on_applied(events)
+                except Exception:
+                    log.exception("an event observer failed")
+
+    async def _loop(self, send: trio.MemorySendChannel[list[StoredEvent]]) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                if not self._accepting:
+                    return
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            head = queue[0]
+            if isinstance(head, _Exclusive):
+                queue.popleft()
+                events: list[StoredEvent] = []
+                try:
+                    head.result, events = await self._worker.call(self.processor.run_exclusive, head.fn)
+                except Exception as exc:
+                    head.error = exc
+                head.done.set()
+                if events:
+                    send.send_nowait(events)
+                continue
+            batch: list[Submission] = []
+            n = 0
+            while queue and isinstance(queue[0], Submission):
+                sub = queue[0]
+                assert isinstance(sub, Submission)
+                if batch and n + sub.count > self.max_events:
+                    break
+                queue.popleft()
+                batch.append(sub)
+                n += sub.count
+            deferred: list[Submission] = []
+            try:
+                events, deferred = await self._worker.call(self.processor.process, batch)
+            except Exception as exc:  # a bug: never leave a submitter hanging
+                log.exception("the writer failed on a batch")
+                events = []
+                for sub in batch:
+                    if sub.result is None and sub.error is None:
+                        sub.error = InternalError(f"the event writer failed: {exc}")
+            self.batches += 1
+            queue.extendleft(reversed(deferred))
+            for sub in batch:
+                if sub.result is not None or sub.error is not None:
+                    sub.done.set()
+            if events:
+                send.send_nowait(events)
+
+    async def submit(
+        self,
+        events: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        source: str = "local",
+        lines: Sequence[bytes] | None = None,
+    ) -> list[StoredEvent]:
+        """Write ``events`` (or verbatim ``lines``) durably and project them.
+
+        Returns one :class:`StoredEvent` per input, in order.  Raises
+        :class:`ThrumError` (-32602 for an invalid event, -32603 when the log
+        could not be written or the writer is not running).
+        """
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}")
+        if (events is None) == (lines is None):
+            raise TypeError("give exactly one of events and lines")
+        if not self._accepting:
+            raise InternalError("the event writer is not running")
+        sub = Submission(events, lines, source)
+        if sub.count == 0:
+            return []
+        self._queue.append(sub)
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            await sub.done.wait()
+        if sub.error is not None:
+            raise sub.error
+        assert sub.result is not None
+        return sub.result
+
+    async def run_exclusive(self, fn: Callable[[], T]) -> T:
+        """Run the blocking ``fn`` in the writer's thread between batches and return its result."""
+        if not self._accepting:
+            raise InternalError("the event writer is not running")
+        job = _Exclusive(fn)
+        self._queue.append(job)
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    async def aclose(self) -> None:
+        """Stop accepting, let the queue drain, and wait for :meth:`run` to return."""
+        self._accepting = False
+        self._wake.set()
+        if self._running:
+            await self._stopped.wait()

@@ -1,0 +1,141 @@
+"""The caller of an RPC request (SPEC §8.6) and its resolution.
+
+``resolve_caller(ctx, auth)`` implements the ``thrum_resolve_caller`` hook
+for the ``caller`` and ``session`` auth classes (the ``agents`` plugin
+registers it):
+
+- Unix socket: the caller is ``caller_agent_id`` if present, else the agent
+  of the session the connection is attached to (§10.1); both present and
+  different → -32002 ``caller_mismatch``.
+- WebSocket connection bound to a user (``connection.user_id``): the caller
+  is that user; a different ``caller_agent_id`` → ``caller_mismatch``.
+- The caller must be a live registered agent (``not_registered``);
+  ``session`` auth needs an open session (``no_session``).
+
+Every resolved local caller refreshes its presence (§7.4).  Other plugins
+read ``ctx.caller`` as a :class:`Caller`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from thrum_core.errors import PermissionDenied
+
+if TYPE_CHECKING:
+    from thrum_core.rpc.spec import CallContext
+
+__all__ = ["Caller", "caller_of", "resolve_caller", "touch_presence"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling.
+
+    ``session_id`` is the caller's session: the connection's attached session
+    when it belongs to the caller and is open, else the caller's most
+    recently started open session, else ``None``.  ``source`` is
+    ``caller_agent_id``, ``connection`` or ``token`` (SPEC §9.4 whoami).
+    """
+
+    agent_id: str
+    kind: str
+    role: str
+    module: str
+    session_id: str | None
+    source: str
+    is_local: bool = True
+
+
+def _identify(ctx: CallContext) -> tuple[str | None, str, str | None]:
+    """``(agent_id, source, attached session id)`` before any database check."""
+    conn = ctx.connection
+    asserted = ctx.caller_agent_id or None
+    user_id = getattr(conn, "user_id", None) if conn is not None else None
+    if user_id:
+        if asserted is not None and asserted != user_id:
+            raise PermissionDenied(
+                "caller_mismatch",
+                f"caller_agent_id {asserted!r} does not match this connection's user {user_id!r}",
+            )
+        return user_id, "token", getattr(conn, "session_id", None)
+    attached = getattr(conn, "session_id", None) if conn is not None else None
+    return asserted, "caller_agent_id" if asserted is not None else "connection", attached
+
+
+def resolve_caller(ctx: CallContext, auth: str) -> Caller:
+    """Resolve and authorise the caller of ``ctx`` for ``auth`` (``caller`` or ``session``)."""
+    from thrum_plugins.rpc._agent_queries import agent_rows, open_sessions, session_row
+    from thrum_plugins.rpc._agent_state import reader
+
+    kernel = ctx.kernel
+    agent_id, source, attached = _identify(ctx)
+    db = reader(kernel)
+    attached_row = session_row(db, attached) if attached else None
+    if attached_row is not None and source != "token":
+        session_agent = attached_row["agent_id"]
+        if agent_id is None:
+            agent_id = session_agent
+        elif session_agent and session_agent != agent_id:
+            raise PermissionDenied(
+                "caller_mismatch",
+                f"caller_agent_id {agent_id!r} does not match the agent {session_agent!r} "
+                "of the session this connection is attached to",
+            )
+    if agent_id is None:
+        raise PermissionDenied(
+            "no_caller",
+            f"{ctx.method} needs a caller: pass caller_agent_id or start a session on this connection",
+        )
+    rows = agent_rows(db, agent_ids=[agent_id])
+    if not rows:
+        raise PermissionDenied(
+            "not_registered",
+            f"agent {agent_id!r} is not registered"
+            f" (run thrum quickstart --name {agent_id} --role ROLE --module MODULE)",
+        )
+    row = rows[0]
+    if (
+        attached_row is not None
+        and attached_row["ended_at"] is None
+        and attached_row["start_k"] is not None
+        and attached_row["agent_id"] == agent_id
+    ):
+        session_id: str | None = attached_row["session_id"]
+    else:
+        open_row = open_sessions(db, [agent_id]).get(agent_id)
+        session_id = open_row["session_id"] if open_row is not None else None
+    if auth == "session" and session_id is None:
+        raise PermissionDenied(
+            "no_session",
+            f"agent {agent_id!r} has no open session (run thrum session start or thrum quickstart)",
+        )
+    origin = row["origin_daemon"] or ""
+    caller = Caller(
+        agent_id=agent_id,
+        kind=row["kind"] or "agent",
+        role=row["role"] or "",
+        module=row["module"] or "",
+        session_id=session_id,
+        source=source,
+        is_local=not origin or origin == kernel.daemon_id,
+    )
+    if caller.is_local:
+        touch_presence(ctx, agent_id, session_id)
+    return caller
+
+
+def touch_presence(ctx: CallContext, agent_id: str, session_id: str | None = None) -> None:
+    """Record activity of a local agent (in memory; persisted by the presence service)."""
+    from thrum_plugins.rpc._agent_state import presence
+
+    presence(ctx.kernel).touch(agent_id, session_id)
+
+
+def caller_of(ctx: CallContext) -> Caller:
+    """``ctx.caller`` as a :class:`Caller` (for handlers with ``caller``/``session`` auth)."""
+    caller = ctx.caller
+    if not isinstance(caller, Caller):
+        raise PermissionDenied("no_caller", f"{ctx.method} needs a caller")
+    return caller

@@ -1,0 +1,363 @@
+"""Message event types and their reducers (SPEC §6.2, §7.3).
+
+``message.create`` / ``.edit`` / ``.delete`` / ``.receipt`` go to
+``messages/<shard(agent_id)>.jsonl`` (the author, editor or reader).  An edit,
+delete or receipt of a message not projected yet waits (``pending`` on
+``message:<id>``) until its ``message.create`` provides it.
+
+Reducers tolerate what other tools wrote: a missing ``body.format`` is
+markdown, ``structured`` may be a string or an object, a receipt without
+``read_at`` uses its ``timestamp``, ``receipt_type: "seen"`` is stored and
+ignored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from thrum_core.canonical import canonical_json
+from thrum_core.events.types import (
+    ApplyContext,
+    EventType,
+    EventTypeRegistrar,
+    InvalidEvent,
+    Pending,
+    StoredEvent,
+)
+from thrum_core.ids import shard_name
+from thrum_core.timefmt import format_ts, parse_ts_ns
+from thrum_plugins.rpc._message_schema import MESSAGE_MIGRATION_OWNER, MESSAGE_STEPS
+from thrum_plugins.rpc._message_visibility import (
+    audience_of,
+    insert_viewers,
+    message_viewers,
+    process_dirty,
+)
+
+__all__ = ["pending_key", "register_message_event_types"]
+
+
+def pending_key(message_id: str) -> str:
+    """The pending key edits, deletes and receipts of ``message_id`` wait on."""
+    return f"message:{message_id}"
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    timestamp: str
+    event_id: str
+    v: int
+    origin_daemon: str
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: str
+    content: str
+    structured: str | None = None
+
+
+class _TypeValue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    value: str
+
+
+class MessageCreateEvent(_Envelope):
+    """A locally written ``message.create``."""
+
+    message_id: str
+    agent_id: str
+    session_id: str
+    body: _Body
+    thread_id: str | None = None
+    scopes: list[_TypeValue] | None = None
+    refs: list[_TypeValue] | None = None
+    recipients: list[str] | None = None
+    authored_by: str | None = None
+    disclosed: bool | None = None
+
+
+class MessageEditEvent(_Envelope):
+    """A locally written ``message.edit``."""
+
+    message_id: str
+    agent_id: str
+    body: _Body
+
+
+class MessageDeleteEvent(_Envelope):
+    """A locally written ``message.delete``."""
+
+    message_id: str
+    agent_id: str
+    reason: str | None = None
+
+
+class MessageReceiptEvent(_Envelope):
+    """A locally written ``message.receipt`` (D3)."""
+
+    message_id: str
+    agent_id: str
+    read_at: str
+    receipt_type: str
+    session_id: str | None = None
+
+
+def route_by_agent(obj: Mapping[str, Any]) -> str:
+    """``messages/<shard(agent_id)>.jsonl`` (SPEC §6.3)."""
+    actor = obj.get("agent_id")
+    return f"messages/{shard_name(actor if isinstance(actor, str) else '')}.jsonl"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _require(ev: StoredEvent, key: str) -> str:
+    value = ev.obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"{ev.type} without {key}")
+    return value
+
+
+def _pairs(value: Any) -> list[tuple[str, str]]:
+    out: dict[tuple[str, str], None] = {}
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                t, v = item.get("type"), item.get("value")
+                if isinstance(t, str) and isinstance(v, str) and t and v:
+                    out[(t, v)] = None
+    return list(out)
+
+
+def _structured(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, Mapping):
+        try:
+            return canonical_json(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def body_fields(body: Any) -> tuple[str, str, str | None]:
+    """``(format, content, structured)`` of an event ``body`` with defaults."""
+    if not isinstance(body, Mapping):
+        return "markdown", "", None
+    fmt = body.get("format")
+    content = body.get("content")
+    return (
+        fmt if isinstance(fmt, str) and fmt else "markdown",
+        content if isinstance(content, str) else "",
+        _structured(body.get("structured")),
+    )
+
+
+def _thread_from_replies(db: sqlite3.Connection, message_id: str) -> tuple[str, str] | None:
+    row = db.execute(
+        "SELECT m.thread_id, m.create_k FROM message_refs r JOIN messages m ON m.message_id = r.message_id"
+        " WHERE r.type='reply_to' AND r.value=? AND m.thread_id IS NOT NULL ORDER BY m.create_k LIMIT 1",
+        (message_id,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _give_parent_thread(db: sqlite3.Connection, parent: str, thread_id: str, k: str) -> None:
+    """A parent created without a thread takes the thread of its reply with the smallest K."""
+    db.execute(
+        "UPDATE messages SET thread_id=?, thread_k=? WHERE message_id=?"
+        " AND (thread_id IS NULL OR (thread_k IS NOT NULL AND thread_k > ?))",
+        (thread_id, k, parent, k),
+    )
+
+
+def _clear_addressing(db: sqlite3.Connection, message_id: str) -> None:
+    db.execute("DELETE FROM message_scopes WHERE message_id=?", (message_id,))
+    db.execute("DELETE FROM message_refs WHERE message_id=?", (message_id,))
+    db.execute("DELETE FROM message_recipients WHERE message_id=?", (message_id,))
+    db.execute("DELETE FROM message_audience WHERE message_id=?", (message_id,))
+    db.execute("UPDATE inbox SET self=0, rcpt=0, dyn=0 WHERE message_id=?", (message_id,))
+    db.execute("DELETE FROM inbox WHERE message_id=? AND NOT (star=1 AND read=1)", (message_id,))
+
+
+def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
+    """Insert the message with its scopes, refs, recipients and inbox rows (SPEC §7.3)."""
+    o = ev.obj
+    message_id = _require(ev, "message_id")
+    author = _require(ev, "agent_id")
+    db = ctx.db
+    process_dirty(db)
+    existing = db.execute(
+        "SELECT create_k, deleted FROM messages WHERE message_id=?", (message_id,)
+    ).fetchone()
+    if existing is not None and existing[0] <= ev.k:
+        return None  # a later duplicate create: the earliest wins
+    fmt, content, structured = body_fields(o.get("body"))
+    scopes = _pairs(o.get("scopes"))
+    refs = _pairs(o.get("refs"))
+    raw_recipients = o.get("recipients")
+    recipients = (
+        sorted({r for r in raw_recipients if isinstance(r, str) and r})
+        if isinstance(raw_recipients, list)
+        else []
+    )
+    audience = audience_of(scopes, refs, recipients)
+    reply_to = next((v for t, v in refs if t == "reply_to"), None)
+    thread_id = _text(o.get("thread_id"))
+    thread_k: str | None = None
+    if thread_id is None:
+        derived = _thread_from_replies(db, message_id)
+        if derived is not None:
+            thread_id, thread_k = derived
+    created_ns = ev.ts_ns
+    star = 1 if audience.star else 0
+    if existing is not None:
+        _clear_addressing(db, message_id)
+    db.executemany(
+        "INSERT OR IGNORE INTO message_recipients(message_id, agent_id) VALUES (?,?)",
+        [(message_id, r) for r in recipients],
+    )
+    values = (
+        thread_id,
+        reply_to,
+        author,
+        _text(o.get("session_id")) or "",
+        format_ts(created_ns),
+        created_ns,
+        ev.k,
+        fmt,
+        content,
+        structured,
+        _text(o.get("authored_by")),
+        1 if o.get("disclosed") is True else 0,
+        1 if audience.addressed else 0,
+        ev.origin_daemon,
+        star,
+        thread_k,
+    )
+    if existing is None:
+        db.execute(
+            "INSERT INTO messages(message_id, thread_id, reply_to, agent_id, session_id, created_at, created_ns,"
+            " create_k, body_format, body_content, body_structured, authored_by, disclosed, addressed,"
+            " origin_daemon, star, thread_k, rcpt_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (message_id, *values, len(recipients)),
+        )
+    else:
+        db.execute(
+            "UPDATE messages SET thread_id=?, reply_to=?, agent_id=?, session_id=?, created_at=?, created_ns=?,"
+            " create_k=?, body_format=?,"
+            " body_content=CASE WHEN edit_k IS NULL THEN ? ELSE body_content END,"
+            " body_structured=CASE WHEN edit_k IS NULL THEN ? ELSE body_structured END,"
+            " authored_by=?, disclosed=?, addressed=?, origin_daemon=?, star=?, thread_k=?"
+            " WHERE message_id=?",
+            (*values, message_id),
+        )
+        db.execute("UPDATE inbox SET created_ns=?, star=? WHERE message_id=?", (created_ns, star, message_id))
+    if scopes:
+        db.executemany(
+            "INSERT OR IGNORE INTO message_scopes(message_id, type, value) VALUES (?,?,?)",
+            [(message_id, t, v) for t, v in scopes],
+        )
+    if refs:
+        db.executemany(
+            "INSERT OR IGNORE INTO message_refs(message_id, type, value) VALUES (?,?,?)",
+            [(message_id, t, v) for t, v in refs],
+        )
+    if not audience.star and audience.keys:
+        db.executemany(
+            "INSERT OR IGNORE INTO message_audience(key, created_ns, message_id) VALUES (?,?,?)",
+            [(key, created_ns, message_id) for key in audience.keys],
+        )
+    viewers = message_viewers(
+        db, author=author, recipients=recipients, audience=audience, created_ns=created_ns
+    )
+    deleted = existing[1] if existing is not None else 0
+    insert_viewers(
+        db, message_id, created_ns, audience.star, deleted, viewers, with_reads=existing is not None
+    )
+    if reply_to is not None and thread_id is not None:
+        _give_parent_thread(db, reply_to, thread_id, ev.k)
+    ctx.provide(pending_key(message_id))
+    return None
+
+
+def reduce_edit(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
+    """Record the edit; the newest edit's body is the message's content (SPEC §7.3)."""
+    message_id = _require(ev, "message_id")
+    db = ctx.db
+    row = db.execute("SELECT edit_k FROM messages WHERE message_id=?", (message_id,)).fetchone()
+    if row is None:
+        return ctx.pending(pending_key(message_id))
+    _fmt, content, structured = body_fields(ev.obj.get("body"))
+    at = format_ts(ev.ts_ns)
+    db.execute(
+        "INSERT OR IGNORE INTO message_edits(event_id, message_id, edited_at, edited_by, content, structured, k)"
+        " VALUES (?,?,?,?,?,?,?)",
+        (ev.event_id, message_id, at, _text(ev.obj.get("agent_id")), content, structured, ev.k),
+    )
+    count = db.execute("SELECT count(*) FROM message_edits WHERE message_id=?", (message_id,)).fetchone()[0]
+    if row[0] is None or ev.k > row[0]:
+        db.execute(
+            "UPDATE messages SET body_content=?, body_structured=?, updated_at=?, updated_ns=?, edit_k=?,"
+            " edit_count=? WHERE message_id=?",
+            (content, structured, at, ev.ts_ns, ev.k, count, message_id),
+        )
+    else:
+        db.execute("UPDATE messages SET edit_count=? WHERE message_id=?", (count, message_id))
+    return None
+
+
+def reduce_delete(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
+    """Soft-delete; ``deleted_at``/``delete_reason`` come from the earliest delete (SPEC §7.3)."""
+    message_id = _require(ev, "message_id")
+    db = ctx.db
+    row = db.execute("SELECT delete_k FROM messages WHERE message_id=?", (message_id,)).fetchone()
+    if row is None:
+        return ctx.pending(pending_key(message_id))
+    if row[0] is not None and row[0] <= ev.k:
+        return None
+    db.execute(
+        "UPDATE messages SET deleted=1, deleted_at=?, delete_reason=?, delete_k=? WHERE message_id=?",
+        (format_ts(ev.ts_ns), _text(ev.obj.get("reason")), ev.k, message_id),
+    )
+    return None
+
+
+def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
+    """Insert the read, or keep the earliest ``read_at`` (SPEC §7.3, D3)."""
+    message_id = _require(ev, "message_id")
+    reader = _require(ev, "agent_id")
+    receipt_type = ev.obj.get("receipt_type")
+    db = ctx.db
+    if db.execute("SELECT 1 FROM messages WHERE message_id=?", (message_id,)).fetchone() is None:
+        return ctx.pending(pending_key(message_id))
+    if receipt_type not in (None, "read"):
+        return None  # "seen" receipts are stored in the log and ignored
+    read_ns = parse_ts_ns(ev.obj.get("read_at"))
+    if read_ns is None:
+        read_ns = ev.ts_ns
+    db.execute(
+        "INSERT INTO message_reads(message_id, agent_id, read_at, read_ns, session_id, event_id)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT(message_id, agent_id) DO UPDATE SET"
+        " read_at=excluded.read_at, read_ns=excluded.read_ns, session_id=excluded.session_id,"
+        " event_id=excluded.event_id WHERE excluded.read_ns < message_reads.read_ns",
+        (message_id, reader, format_ts(read_ns), read_ns, _text(ev.obj.get("session_id")), ev.event_id),
+    )
+    return None
+
+
+def register_message_event_types(register: EventTypeRegistrar) -> None:
+    """Register the message tables and event types (from ``thrum_register_event_types``)."""
+    register.migrations(MESSAGE_MIGRATION_OWNER, MESSAGE_STEPS)
+    register(EventType("message.create", reduce_create, route=route_by_agent, model=MessageCreateEvent))
+    register(EventType("message.edit", reduce_edit, route=route_by_agent, model=MessageEditEvent))
+    register(EventType("message.delete", reduce_delete, route=route_by_agent, model=MessageDeleteEvent))
+    register(EventType("message.receipt", reduce_receipt, route=route_by_agent, model=MessageReceiptEvent))

@@ -1,0 +1,231 @@
+"""Projection tables of the messaging plugin (SPEC §7.2) and the derived tables that make inboxes fast.
+
+The SPEC tables (``messages``, ``message_scopes``, ``message_refs``,
+``message_recipients``, ``message_reads``, ``message_edits``) hold what the log
+says.  Three derived tables, maintained by the reducers and by the triggers
+below, answer "what is in agent A's inbox" without evaluating visibility
+(SPEC §7.4) row by row:
+
+``inbox``
+    One row per (viewer, message) for every message the viewer authored
+    (``self``), is a recipient of (``rcpt``), or sees through a mention or group
+    address as the projection stands now (``dyn``), plus *reader rows* for
+    broadcasts the viewer read.  ``vis`` = ``self OR rcpt OR dyn``.
+``inbox_counts``
+    How many ``inbox`` rows each viewer has per combination of flags; kept
+    exact by triggers, so inbox totals and unread counts are a few lookups.
+``star_days``
+    Live (not deleted) broadcast messages per UTC day.  Broadcasts and legacy
+    unaddressed messages (``star = 1``) are visible to every agent registered
+    at or before their creation, so they are never fanned out per agent: the
+    inbox count of broadcasts is a sum over days.
+``message_audience``
+    The dynamic addresses of non-broadcast messages: ``m:<mention value>`` and
+    ``g:<group name>`` with the creation instant, to recompute one agent's
+    ``dyn`` rows when its role, registration or groups change.
+``vis_dirty``
+    Agents whose ``dyn`` rows may be stale (filled by triggers on ``agents``
+    and by the group reducers); processed inside the writer before the next
+    messaging reducer or query.
+
+Every derived row follows the SPEC tables through triggers, so a plugin that
+deletes SPEC rows (``agent.cleanup``, ``purge``) keeps them consistent.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DAY_NS", "MESSAGE_MIGRATION_OWNER", "MESSAGE_STEPS"]
+
+MESSAGE_MIGRATION_OWNER = "messages"
+DAY_NS = 86_400_000_000_000
+
+_TABLES = """
+CREATE TABLE messages (
+    message_id TEXT PRIMARY KEY,
+    thread_id TEXT,
+    reply_to TEXT,
+    agent_id TEXT NOT NULL,
+    session_id TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    create_k TEXT NOT NULL,
+    updated_at TEXT,
+    updated_ns INTEGER,
+    edit_k TEXT,
+    edit_count INTEGER NOT NULL DEFAULT 0,
+    body_format TEXT NOT NULL DEFAULT 'markdown',
+    body_content TEXT NOT NULL DEFAULT '',
+    body_structured TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    deleted_at TEXT,
+    delete_reason TEXT,
+    delete_k TEXT,
+    authored_by TEXT,
+    disclosed INTEGER NOT NULL DEFAULT 0,
+    addressed INTEGER NOT NULL DEFAULT 1,
+    origin_daemon TEXT NOT NULL DEFAULT '',
+    star INTEGER NOT NULL DEFAULT 0,
+    thread_k TEXT,
+    rcpt_count INTEGER NOT NULL DEFAULT 0,
+    read_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX messages_created ON messages(created_ns, message_id);
+CREATE INDEX messages_author ON messages(agent_id, created_ns, message_id);
+CREATE INDEX messages_thread ON messages(thread_id, created_ns) WHERE thread_id IS NOT NULL;
+CREATE INDEX messages_star ON messages(created_ns, message_id) WHERE star = 1 AND deleted = 0;
+CREATE TABLE message_scopes (
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (message_id, type, value)
+) WITHOUT ROWID;
+CREATE INDEX message_scopes_tv ON message_scopes(type, value);
+CREATE TABLE message_refs (
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (message_id, type, value)
+) WITHOUT ROWID;
+CREATE INDEX message_refs_tv ON message_refs(type, value);
+CREATE TABLE message_recipients (
+    message_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    PRIMARY KEY (message_id, agent_id)
+) WITHOUT ROWID;
+CREATE INDEX message_recipients_agent ON message_recipients(agent_id);
+CREATE TABLE message_reads (
+    message_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    read_at TEXT NOT NULL,
+    read_ns INTEGER NOT NULL,
+    session_id TEXT,
+    event_id TEXT,
+    PRIMARY KEY (message_id, agent_id)
+) WITHOUT ROWID;
+CREATE INDEX message_reads_agent ON message_reads(agent_id);
+CREATE TABLE message_edits (
+    event_id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    edited_at TEXT NOT NULL,
+    edited_by TEXT,
+    content TEXT,
+    structured TEXT,
+    k TEXT NOT NULL
+);
+CREATE INDEX message_edits_message ON message_edits(message_id, k);
+CREATE TABLE message_audience (
+    key TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (key, created_ns, message_id)
+) WITHOUT ROWID;
+CREATE INDEX message_audience_message ON message_audience(message_id);
+CREATE TABLE inbox (
+    viewer TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    star INTEGER NOT NULL DEFAULT 0,
+    self INTEGER NOT NULL DEFAULT 0,
+    rcpt INTEGER NOT NULL DEFAULT 0,
+    dyn INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    read INTEGER NOT NULL DEFAULT 0,
+    vis INTEGER GENERATED ALWAYS AS (self OR rcpt OR dyn) VIRTUAL,
+    PRIMARY KEY (viewer, message_id)
+) WITHOUT ROWID;
+CREATE INDEX inbox_page ON inbox(viewer, star, created_ns, message_id);
+CREATE INDEX inbox_message ON inbox(message_id);
+CREATE TABLE inbox_counts (
+    viewer TEXT NOT NULL,
+    star INTEGER NOT NULL,
+    self INTEGER NOT NULL,
+    vis INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    read INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (viewer, star, self, vis, deleted, read)
+) WITHOUT ROWID;
+CREATE TABLE star_days (
+    day INTEGER PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TABLE vis_dirty (
+    agent_id TEXT PRIMARY KEY
+);
+"""
+
+_TRIGGERS = """
+CREATE TRIGGER inbox_count_ins AFTER INSERT ON inbox BEGIN
+    INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)
+    VALUES (NEW.viewer, NEW.star, NEW.self, NEW.vis, NEW.deleted, NEW.read, 1)
+    ON CONFLICT(viewer, star, self, vis, deleted, read) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER inbox_count_del AFTER DELETE ON inbox BEGIN
+    UPDATE inbox_counts SET n = n - 1
+    WHERE viewer = OLD.viewer AND star = OLD.star AND self = OLD.self AND vis = OLD.vis
+      AND deleted = OLD.deleted AND read = OLD.read;
+END;
+CREATE TRIGGER inbox_count_upd AFTER UPDATE ON inbox BEGIN
+    UPDATE inbox_counts SET n = n - 1
+    WHERE viewer = OLD.viewer AND star = OLD.star AND self = OLD.self AND vis = OLD.vis
+      AND deleted = OLD.deleted AND read = OLD.read;
+    INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)
+    VALUES (NEW.viewer, NEW.star, NEW.self, NEW.vis, NEW.deleted, NEW.read, 1)
+    ON CONFLICT(viewer, star, self, vis, deleted, read) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER star_days_ins AFTER INSERT ON messages WHEN NEW.star = 1 AND NEW.deleted = 0 BEGIN
+    INSERT INTO star_days(day, n) VALUES (NEW.created_ns / 86400000000000, 1)
+    ON CONFLICT(day) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER star_days_del AFTER DELETE ON messages WHEN OLD.star = 1 AND OLD.deleted = 0 BEGIN
+    UPDATE star_days SET n = n - 1 WHERE day = OLD.created_ns / 86400000000000;
+END;
+CREATE TRIGGER star_days_upd AFTER UPDATE OF star, deleted, created_ns ON messages BEGIN
+    UPDATE star_days SET n = n - 1
+    WHERE OLD.star = 1 AND OLD.deleted = 0 AND day = OLD.created_ns / 86400000000000;
+    INSERT INTO star_days(day, n) SELECT NEW.created_ns / 86400000000000, 1
+    WHERE NEW.star = 1 AND NEW.deleted = 0
+    ON CONFLICT(day) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER messages_deleted_flag AFTER UPDATE OF deleted ON messages WHEN OLD.deleted != NEW.deleted BEGIN
+    UPDATE inbox SET deleted = NEW.deleted WHERE message_id = NEW.message_id;
+END;
+CREATE TRIGGER messages_gone AFTER DELETE ON messages BEGIN
+    DELETE FROM inbox WHERE message_id = OLD.message_id;
+    DELETE FROM message_audience WHERE message_id = OLD.message_id;
+    DELETE FROM message_scopes WHERE message_id = OLD.message_id;
+    DELETE FROM message_refs WHERE message_id = OLD.message_id;
+    DELETE FROM message_recipients WHERE message_id = OLD.message_id;
+    DELETE FROM message_reads WHERE message_id = OLD.message_id;
+    DELETE FROM message_edits WHERE message_id = OLD.message_id;
+END;
+
+CREATE TRIGGER message_reads_ins AFTER INSERT ON message_reads BEGIN
+    UPDATE messages SET read_count = read_count + 1 WHERE message_id = NEW.message_id;
+    UPDATE inbox SET read = 1 WHERE viewer = NEW.agent_id AND message_id = NEW.message_id;
+    INSERT OR IGNORE INTO inbox(viewer, message_id, created_ns, star, deleted, read)
+    SELECT NEW.agent_id, message_id, created_ns, 1, deleted, 1 FROM messages
+    WHERE message_id = NEW.message_id AND star = 1;
+END;
+CREATE TRIGGER message_reads_del AFTER DELETE ON message_reads BEGIN
+    UPDATE messages SET read_count = read_count - 1 WHERE message_id = OLD.message_id;
+    DELETE FROM inbox WHERE viewer = OLD.agent_id AND message_id = OLD.message_id
+        AND self = 0 AND rcpt = 0 AND dyn = 0;
+    UPDATE inbox SET read = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;
+END;
+
+CREATE TRIGGER message_recipients_ins AFTER INSERT ON message_recipients BEGIN
+    UPDATE messages SET rcpt_count = rcpt_count + 1 WHERE message_id = NEW.message_id;
+END;
+CREATE TRIGGER message_recipients_del AFTER DELETE ON message_recipients BEGIN
+    UPDATE messages SET rcpt_count = rcpt_count - 1 WHERE message_id = OLD.message_id;
+    UPDATE inbox SET rcpt = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;
+    DELETE FROM inbox WHERE viewer = OLD.agent_id AND message_id = OLD.message_id
+        AND self = 0 AND rcpt = 0 AND dyn = 0 AND NOT (star = 1 AND read = 1);
+END;
+"""
+
+#: Projection migration steps of the ``messages`` owner.
+MESSAGE_STEPS: list[str] = [_TABLES + _TRIGGERS]
