@@ -59,7 +59,9 @@ def env() -> dict[str, str]:
 
 
 def thrum(repo: Path, *args: str, timeout: float = 3600) -> str:
-    done = subprocess.run(["thrum", *args], cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        ["thrum", *args], cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout
+    )
     if done.returncode != 0:
         raise RuntimeError(f"thrum {' '.join(args)} failed: {done.stdout}{done.stderr}")
     return done.stdout
@@ -120,7 +122,9 @@ def send_pipelined(repo: Path, name: str, count: int, window: int = 64) -> tuple
         started = time.perf_counter()
         inflight: list[Any] = []
         for i in range(count):
-            inflight.append(c.send("message.send", {"content": f"pipe {i}", "to": "@sink", "caller_agent_id": name}))
+            inflight.append(
+                c.send("message.send", {"content": f"pipe {i}", "to": "@sink", "caller_agent_id": name})
+            )
             if len(inflight) >= window:
                 errors += "error" in c.wait_response(inflight.pop(0), timeout=60)
         for rid in inflight:
@@ -185,7 +189,9 @@ def bench_push(repo: Path, count: int = 300) -> None:
     try:
         for i in range(count):
             t0 = time.perf_counter()
-            speaker.call("message.send", {"content": f"ping {i}", "to": "@listener", "caller_agent_id": "speaker"})
+            speaker.call(
+                "message.send", {"content": f"ping {i}", "to": "@listener", "caller_agent_id": "speaker"}
+            )
             t1 = time.perf_counter()
             note = listener.next_notification(timeout=10)
             t2 = time.perf_counter()
@@ -198,11 +204,13 @@ def bench_push(repo: Path, count: int = 300) -> None:
         listener.close()
         speaker.close()
     print(
-        f"push latency, send start → notification:  p50 {ms(pct(from_send, 0.5))}  p99 {ms(pct(from_send, 0.99))}"
+        f"push latency, send start → notification:  p50 {ms(pct(from_send, 0.5))}"
+        f"  p99 {ms(pct(from_send, 0.99))}"
         f"  ({len(from_send)} pushes)"
     )
     print(
-        f"push latency, send reply → notification:  p50 {ms(pct(from_reply, 0.5))}  p99 {ms(pct(from_reply, 0.99))}"
+        f"push latency, send reply → notification:  p50 {ms(pct(from_reply, 0.5))}"
+        f"  p99 {ms(pct(from_reply, 0.99))}"
     )
 
 
@@ -259,14 +267,30 @@ def generate_store(sync_dir: Path, size: int, agents: int = 100, seed: int = 5) 
     def envelope(typ: str, ts: int, **fields: Any) -> dict[str, Any]:
         nonlocal counter
         counter += 1
-        return {"type": typ, "timestamp": format_ts(ts), "event_id": "evt_" + ulid_str(ts // 1_000_000, counter),
-                "v": 1, "origin_daemon": "d_BENCH", **fields}
+        return {
+            "type": typ,
+            "timestamp": format_ts(ts),
+            "event_id": "evt_" + ulid_str(ts // 1_000_000, counter),
+            "v": 1,
+            "origin_daemon": "d_BENCH",
+            **fields,
+        }
 
     (sync_dir / "messages").mkdir(parents=True, exist_ok=True)
     with open(sync_dir / "events.jsonl", "wb") as f:
         for i, name in enumerate(names):
-            f.write(canonical_line(envelope("agent.register", BASE_NS + i * 1000, agent_id=name, kind="agent",
-                                            role=role_of[name], module="m")))
+            f.write(
+                canonical_line(
+                    envelope(
+                        "agent.register",
+                        BASE_NS + i * 1000,
+                        agent_id=name,
+                        kind="agent",
+                        role=role_of[name],
+                        module="m",
+                    )
+                )
+            )
     files = {n: open(sync_dir / "messages" / f"{n}.jsonl", "wb") for n in names}  # noqa: SIM115
     try:
         gap = 8_000_000_000  # 8 s between messages: 1M messages span about 3 months
@@ -274,17 +298,32 @@ def generate_store(sync_dir: Path, size: int, agents: int = 100, seed: int = 5) 
         for g, (group, group_members) in enumerate(groups.items()):
             t += 1000
             gid = f"grp_bench{g}"
-            files[names[0]].write(canonical_line(envelope("group.create", t, group_id=gid, name=group,
-                                                          created_by=names[0])))
+            files[names[0]].write(
+                canonical_line(envelope("group.create", t, group_id=gid, name=group, created_by=names[0]))
+            )
             for m in group_members:
                 t += 1000
-                files[names[0]].write(canonical_line(envelope(
-                    "group.member.add", t, group_id=gid, member_type="agent", member_value=m, added_by=names[0])))
+                files[names[0]].write(
+                    canonical_line(
+                        envelope(
+                            "group.member.add",
+                            t,
+                            group_id=gid,
+                            member_type="agent",
+                            member_value=m,
+                            added_by=names[0],
+                        )
+                    )
+                )
         for i in range(size):
             t += gap
             author = rng.choice(names)
-            fields: dict[str, Any] = {"message_id": f"msg_bench{i:08d}", "agent_id": author, "session_id": "ses_b",
-                                      "body": {"format": "markdown", "content": f"message {i} from {author}"}}
+            fields: dict[str, Any] = {
+                "message_id": f"msg_bench{i:08d}",
+                "agent_id": author,
+                "session_id": "ses_b",
+                "body": {"format": "markdown", "content": f"message {i} from {author}"},
+            }
             r = rng.random()
             if r < 0.02:
                 fields["scopes"] = fields["refs"] = [{"type": "broadcast", "value": "everyone"}]
@@ -298,7 +337,9 @@ def generate_store(sync_dir: Path, size: int, agents: int = 100, seed: int = 5) 
                 fields["refs"] = [{"type": "mention", "value": role}]
                 fields["recipients"] = [n for n in members[role] if n != author]
             else:
-                to = sorted({rng.choice(names) for _ in range(rng.choice((1, 1, 2)))} - {author}) or [names[-1]]
+                to = sorted({rng.choice(names) for _ in range(rng.choice((1, 1, 2)))} - {author}) or [
+                    names[-1]
+                ]
                 fields["refs"] = [{"type": "mention", "value": n} for n in to]
                 fields["recipients"] = to
             if rng.random() < 0.1:
@@ -306,9 +347,18 @@ def generate_store(sync_dir: Path, size: int, agents: int = 100, seed: int = 5) 
                 fields["scopes"] = [*fields["scopes"], {"type": "task", "value": f"T-{rng.randrange(500)}"}]
             files[author].write(canonical_line(envelope("message.create", t, **fields)))
             if "agent000" in fields.get("recipients", ()) and rng.random() < 0.6:
-                files["agent000"].write(canonical_line(envelope(
-                    "message.receipt", t + 1000, message_id=fields["message_id"], agent_id="agent000",
-                    read_at=format_ts(t + 1000), receipt_type="read")))
+                files["agent000"].write(
+                    canonical_line(
+                        envelope(
+                            "message.receipt",
+                            t + 1000,
+                            message_id=fields["message_id"],
+                            agent_id="agent000",
+                            read_at=format_ts(t + 1000),
+                            receipt_type="read",
+                        )
+                    )
+                )
             if i and i % 100_000 == 0:
                 log(f"  generated {i} messages")
     finally:
@@ -331,15 +381,22 @@ def bench_big(base: Path, size: int, rounds: int) -> None:
     try:
         p50, p99, result = time_list(repo, agent, rounds)
         print(
-            f"message.list, {size} messages ({result['total']} in the inbox, {result['unread']} unread), page 100:"
+            f"message.list, {size} messages ({result['total']} in the inbox,"
+            f" {result['unread']} unread), page 100:"
             f"  p50 {ms(p50)}  p99 {ms(p99)}"
         )
         p50, p99, result = time_list(repo, agent, rounds, unread=True)
-        print(f"message.list, {size} messages, unread only ({result['total']}), page 100:"
-              f"  p50 {ms(p50)}  p99 {ms(p99)}")
-        p50, p99, result = time_list(repo, agent, max(10, rounds // 10), scope={"type": "task", "value": "T-7"})
-        print(f"message.list, {size} messages, scope filter ({result['total']}), page 100:"
-              f"  p50 {ms(p50)}  p99 {ms(p99)}")
+        print(
+            f"message.list, {size} messages, unread only ({result['total']}), page 100:"
+            f"  p50 {ms(p50)}  p99 {ms(p99)}"
+        )
+        p50, p99, result = time_list(
+            repo, agent, max(10, rounds // 10), scope={"type": "task", "value": "T-7"}
+        )
+        print(
+            f"message.list, {size} messages, scope filter ({result['total']}), page 100:"
+            f"  p50 {ms(p50)}  p99 {ms(p99)}"
+        )
     finally:
         thrum(repo, "daemon", "stop")
 

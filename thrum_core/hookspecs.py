@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 hookspec = pluggy.HookspecMarker("thrum")
 
 
-@hookspec(historic=True)
+@hookspec
 def thrum_add_config(schema: ConfigSchema) -> None:
     """Contribute a configuration section.
 
@@ -43,8 +43,6 @@ def thrum_add_config(schema: ConfigSchema) -> None:
         ``config.json`` key the plugin owns and a pydantic model whose field
         defaults are the section's defaults.
     :return: nothing.
-
-    Historic: a plugin registered late still sees the schema.
 
     .. versionadded:: 0.1
     """
@@ -193,8 +191,8 @@ def thrum_register_notifiers(register: Registrar) -> None:
 def thrum_register_services(register: Registrar) -> None:
     """Register long-lived daemon tasks (sync loop, backup schedule, ...).
 
-    :param register: ``register(name, service)`` where ``service(kernel,
-        task_status)`` is an async callable.  The kernel runs each service in
+    :param register: ``register(name, service)`` where ``service(kernel)``
+        is an async callable.  The kernel runs each service in
         its own supervised scope: a service that raises is logged and isolated
         and never stops the daemon.
     :return: nothing.

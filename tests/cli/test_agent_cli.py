@@ -418,6 +418,9 @@ def test_without_daemon(tmp_path: Path) -> None:
     assert status["daemon"]["running"] is False and status["agent"]["agent_id"] == "offline_one"
     err = fails("team", cwd=root)
     assert err["code"] == -32010 and "thrum daemon start" in err["message"]
+    err = fails("quickstart", "--name", "later", "--role", "r", "--module", "m", cwd=root)
+    assert err["code"] == -32010
+    assert not (root / ".thrum" / "identities" / "later.json").exists()
     human = thrum("team", cwd=root)
     assert human.returncode == 1 and human.stderr.startswith("Error: thrum daemon is not running")
 

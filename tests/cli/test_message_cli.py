@@ -32,10 +32,18 @@ class Repo:
     def __init__(self, root: Path):
         self.root = root
 
-    def run(self, *args: str, name: str | None = "alice", stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, name: str | None = "alice", stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["thrum", *args], cwd=self.root, env=_env(name), input=stdin, capture_output=True, text=True,
-            timeout=60, check=False,
+            ["thrum", *args],
+            cwd=self.root,
+            env=_env(name),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
 
     def json(self, *args: str, name: str | None = "alice", stdin: str | None = None) -> Any:
@@ -82,10 +90,31 @@ def test_send_human_and_json(repo: Repo) -> None:
     assert "@dev resolved to role dev (2 agents)" in role.stderr
     quiet = repo.run("send", "devs again", "--to", "@dev", "-q")
     assert quiet.returncode == 0 and quiet.stderr == ""
-    result = repo.json("send", "--to", "@bob,@carol", "--scope", "task:t1", "--ref", "pr:7", "--tag", "x",
-                       "--format", "plain", "--structured", '{"k": 1}', "with flags")
-    assert set(result) == {"message_id", "thread_id", "created_at", "resolved_to", "recipients", "audiences",
-                           "warnings"}
+    result = repo.json(
+        "send",
+        "--to",
+        "@bob,@carol",
+        "--scope",
+        "task:t1",
+        "--ref",
+        "pr:7",
+        "--tag",
+        "x",
+        "--format",
+        "plain",
+        "--structured",
+        '{"k": 1}',
+        "with flags",
+    )
+    assert set(result) == {
+        "message_id",
+        "thread_id",
+        "created_at",
+        "resolved_to",
+        "recipients",
+        "audiences",
+        "warnings",
+    }
     assert result["recipients"] == ["bob", "carol"] and result["resolved_to"] == 2
     piped = repo.json("send", "-", "--to", "@bob", stdin="from stdin\n")
     got = repo.json("message", "get", piped["message_id"], name="bob")
@@ -108,7 +137,11 @@ def test_send_errors(repo: Repo) -> None:
     err = repo.error("send", "--to", "@bob", "--format", "json", "{broken")
     assert err["code"] == -32602 and err["data"]["field"] == "content"
     text = repo.run("send", "x", "--to", "@ghost")
-    assert text.returncode == 1 and text.stdout == "" and text.stderr.startswith("Error: unknown recipient: @ghost")
+    assert (
+        text.returncode == 1
+        and text.stdout == ""
+        and text.stderr.startswith("Error: unknown recipient: @ghost")
+    )
     no_daemon_name = repo.run("send", "x", "--to", "@bob", name="stranger")
     assert no_daemon_name.returncode == 1
 
@@ -120,7 +153,7 @@ def test_inbox_marks_shown_messages_read_and_shows_counts(repo: Repo) -> None:
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     assert lines[0].startswith("● ") and "bob" in lines[0] and "note 2 for carol" in lines[0]
-    assert re.fullmatch(r"Showing 1–2 of \d+ \(\d+ unread\)", lines[-1])
+    assert re.fullmatch(r"Showing 1–2 of \d+ \(\d+ unread\)", lines[-1])  # noqa: RUF001
     total, unread = map(int, re.findall(r"\d+", lines[-1])[2:4])
     again = repo.json("inbox", "--limit", "2", name="carol")
     assert again["total"] == total and again["unread"] == unread - 2
@@ -136,7 +169,7 @@ def test_inbox_marks_shown_messages_read_and_shows_counts(repo: Repo) -> None:
     everything = repo.json("inbox", "--all", "--page-size", "1", name="carol")
     assert everything["total"] >= total
     empty = repo.run("inbox", "--scope", "none:here", name="carol")
-    assert empty.stdout.splitlines() == ["No messages.", "Showing 0–0 of 0 (0 unread)"]
+    assert empty.stdout.splitlines() == ["No messages.", "Showing 0–0 of 0 (0 unread)"]  # noqa: RUF001
 
 
 def test_reply_sent_get_edit_delete_read(repo: Repo) -> None:
@@ -148,7 +181,7 @@ def test_reply_sent_get_edit_delete_read(repo: Repo) -> None:
     assert [r["read_at"] is not None for r in parent["recipients"]] == [True]  # reply marked the parent read
     sent = repo.run("sent", "--limit", "5", name="carol")
     assert question["message_id"] in sent.stdout and "read 1/1" in sent.stdout
-    assert re.search(r"Showing 1–\d+ of \d+$", sent.stdout.strip())
+    assert re.search(r"Showing 1–\d+ of \d+$", sent.stdout.strip())  # noqa: RUF001
     shown = repo.run("sent", "show", question["message_id"], name="carol")
     assert "what time is it?" in shown.stdout and "Read by: bob ✓" in shown.stdout
     outbox = repo.json("sent", "--to", "@bob", name="carol")
@@ -184,7 +217,10 @@ def test_groups(repo: Repo) -> None:
     members = repo.json("group", "members", "crew", "--expand", name=None)
     assert members["expanded"] == ["bob", "carol"]
     info = repo.json("group", "info", "crew", name=None)
-    assert [(m["member_type"], m["member_value"]) for m in info["members"]] == [("agent", "bob"), ("role", "dev")]
+    assert [(m["member_type"], m["member_value"]) for m in info["members"]] == [
+        ("agent", "bob"),
+        ("role", "dev"),
+    ]
     sent = repo.json("send", "crew news", "--to", "@crew")
     assert sent["recipients"] == ["bob", "carol"] and sent["warnings"] == ["@crew resolved to a group"]
     assert repo.json("group", "remove", "crew", "--role", "dev")["removed"] is True
@@ -202,16 +238,24 @@ def test_subscriptions(repo: Repo) -> None:
     assert again.stdout.startswith("Already subscribed: subscription")
     listed = repo.json("subscriptions", name="bob")
     assert [s["id"] for s in listed["subscriptions"]] == [sub["subscription_id"]]
-    assert repo.run("subscriptions", name="bob").stdout.strip().endswith(listed["subscriptions"][0]["created_at"])
+    assert (
+        repo.run("subscriptions", name="bob")
+        .stdout.strip()
+        .endswith(listed["subscriptions"][0]["created_at"])
+    )
     assert repo.error("subscribe", "--all", "--mention", "@x", name="bob")["data"]["field"] == "--scope"
     assert repo.json("unsubscribe", str(sub["subscription_id"]), name="bob") == {"removed": True}
-    assert repo.run("unsubscribe", str(sub["subscription_id"]), name="bob").stdout.startswith("No subscription")
+    assert repo.run("unsubscribe", str(sub["subscription_id"]), name="bob").stdout.startswith(
+        "No subscription"
+    )
 
 
 def test_wait_exit_codes(repo: Repo) -> None:
     timeout = repo.run("wait", "--timeout", "200ms", name="carol")
     assert timeout.returncode == 1 and timeout.stdout == "No message before the timeout.\n"
-    assert json.loads(repo.run("wait", "--timeout", "200ms", "--json", name="carol").stdout) == {"status": "timeout"}
+    assert json.loads(repo.run("wait", "--timeout", "200ms", "--json", name="carol").stdout) == {
+        "status": "timeout"
+    }
     sent = repo.json("send", "catch up", "--to", "@carol", "--scope", "task:w", name="bob")
     back = repo.run("wait", "--timeout", "2s", "--after=-1m", "--scope", "task:w", "--json", name="carol")
     assert back.returncode == 0

@@ -53,8 +53,14 @@ def as_json(done: subprocess.CompletedProcess[str]) -> Any:
 
 def git(cwd: Path, *args: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
-    env.update(GIT_CONFIG_NOSYSTEM="1", HOME=str(cwd), GIT_AUTHOR_NAME="T", GIT_AUTHOR_EMAIL="t@example.invalid",
-               GIT_COMMITTER_NAME="T", GIT_COMMITTER_EMAIL="t@example.invalid")
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        HOME=str(cwd),
+        GIT_AUTHOR_NAME="T",
+        GIT_AUTHOR_EMAIL="t@example.invalid",
+        GIT_COMMITTER_NAME="T",
+        GIT_COMMITTER_EMAIL="t@example.invalid",
+    )
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
@@ -282,3 +288,25 @@ def test_migrate_with_nothing_to_import(repo: ThrumRepo) -> None:
     done = thrum(repo, "migrate")
     assert done.returncode == 0, done.stderr
     assert "No legacy data found" in done.stdout
+
+
+def test_doctor_rebuild_needs_the_daemon_stopped(repo: ThrumRepo, daemon: DaemonProcess) -> None:
+    seed(repo, time.time_ns())
+    daemon.start()
+    running = thrum(repo, "--json", "doctor", "--rebuild")
+    checks = {c["name"]: c for c in as_json(running)["checks"]}
+    assert checks["rebuild"]["status"] == "fail" and "thrum daemon stop" in checks["rebuild"]["message"]
+    assert running.returncode == 1
+    daemon.stop()
+    epoch = scalar(repo.paths.db_path, "SELECT value FROM meta WHERE key='epoch'")
+    done = thrum(repo, "--json", "doctor", "--rebuild")
+    checks = {c["name"]: c for c in as_json(done)["checks"]}
+    assert checks["rebuild"] == {
+        "name": "rebuild",
+        "status": "ok",
+        "message": checks["rebuild"]["message"],
+        "fixed": True,
+    }
+    assert "6 events" in checks["rebuild"]["message"]
+    assert checks["projection"]["status"] == "ok"
+    assert scalar(repo.paths.db_path, "SELECT value FROM meta WHERE key='epoch'") != epoch

@@ -577,3 +577,63 @@ async def test_a_flooding_connection_does_not_starve_others(rpc_client_factory: 
         answered_after = received
     assert other_done and reply["id"] == "other"
     assert answered_after < n, "the other connection waited for the whole flood"
+
+
+async def test_inline_reply_is_not_held_back_by_blocked_requests(
+    rpc_client_factory: ClientFactory,
+) -> None:
+    client = await rpc_client_factory()
+    other = await rpc_client_factory()
+    await other.call("test.close_gate")
+    lines = [req("test.counter", id="first")] + [req("test.gate", id=i) for i in range(70)]
+    lines.append(req("test.counter", id="last"))
+    await client.send_raw(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+    # The first reply goes out although 64 gates then fill the in-flight cap and the reader stops.
+    first = await client.read_message(timeout=5)
+    assert first["id"] == "first"
+    with trio.fail_after(5):
+        while await other.call("test.gate_waiting") < 64:
+            await trio.sleep(0.01)
+    await other.call("test.open_gate")
+    ids = {(await client.read_message())["id"] for _ in range(71)}
+    assert ids == set(range(70)) | {"last"}
+
+
+async def test_pipelined_replies_are_coalesced_but_complete(rpc_client: AsyncClient) -> None:
+    n = 2000
+    await rpc_client.send_raw(
+        b"".join(json.dumps(req("test.counter", id=i)).encode() + b"\n" for i in range(n))
+    )
+    ids = [(await rpc_client.read_message())["id"] for _ in range(n)]
+    assert ids == list(range(n)), "synchronous requests on one connection are answered in order"
+
+
+async def test_idle_connections_are_closed(
+    thrum_kernel: Kernel, rpc_client_factory: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thrum_plugins.transports import unix_socket
+
+    monkeypatch.setattr(unix_socket, "IDLE_TIMEOUT_S", 0.2)
+    transport = next(
+        t for t in thrum_kernel._transport_objects if isinstance(t, unix_socket.UnixSocketTransport)
+    )
+    idle = await rpc_client_factory()
+    attached = await rpc_client_factory()
+    await probe(idle)
+    await probe(attached)
+    with trio.fail_after(5):
+        while len(transport.connections) < 2:
+            await trio.sleep(0.01)
+    for conn in transport.connections:
+        conn.last_activity -= 1.0
+    # Connections register in accept order: the second one is `attached`.
+    served = [c for c in thrum_kernel.connections.values() if c in transport.connections]
+    served[1].session_id = "ses_attached"
+    monkeypatch.setattr(unix_socket, "IDLE_SWEEP_S", 0.05)
+    # The sweeper sleeps IDLE_SWEEP_S between rounds; run one round now.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transport._sweep_idle)
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    assert await idle.read_line(timeout=5) is None, "the idle connection was closed"
+    await probe(attached)

@@ -249,9 +249,6 @@ def test_no_trace_without_the_variable(site: Path, capsys: pytest.CaptureFixture
     assert "thrum_detect_runtime" not in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    reason="call_each/notify call implementations directly, bypassing pluggy's tracer", strict=False
-)
 def test_trace_plugins_covers_registration_hooks(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dist(site, "tp-dist", {"tp-alpha": "tp_alpha"})
     manager = make_plugin_manager({"THRUM_LOAD_PLUGINS": "tp-alpha", "THRUM_TRACE_PLUGINS": "1"})

@@ -165,7 +165,9 @@ class Cluster:
         assert init.returncode == 0, init.stdout + init.stderr
         config_file = root / ".thrum" / "config.json"
         config = json.loads(config_file.read_text())
-        config.setdefault("daemon", {}).update({"sync_debounce_ms": debounce_ms, "sync_interval": 5})
+        config.setdefault("daemon", {}).update(
+            {"sync_debounce_ms": debounce_ms, "sync_interval": 5, "log_level": "debug"}
+        )
         config_file.write_text(json.dumps(config, indent=2) + "\n")
         clone = Clone(root)
         self.clones.append(clone)
@@ -183,12 +185,12 @@ class Cluster:
     def converge(self, *clones: Clone, rounds: int = 8) -> None:
         """Force cycles round-robin until every clone sits on the remote's tip with nothing pending."""
         for _ in range(rounds):
-            reports = [c.force() for c in clones]
+            reports = [c.rpc("sync.force", {"wait": True}, timeout=100) for c in clones]
             tip = self.remote_tip()
             clean = all(r["cycle"]["error"] is None for r in reports) and all(c.head() == tip for c in clones)
-            if clean and all(c.status()["pending_events"] == 0 for c in clones):
+            if clean and all(c.rpc("sync.status")["pending_events"] == 0 for c in clones):
                 return
-        raise AssertionError(f"no convergence: {[c.status() for c in clones]}")
+        raise AssertionError(f"no convergence: {[c.rpc('sync.status') for c in clones]}")
 
     def close(self) -> None:
         for clone in self.clones:
@@ -349,7 +351,9 @@ def test_sigkill_during_cycles_then_the_next_cycle_converges(
     a, b = pair
     expected: set[str] = set()
     n = 0
-    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04):
+    caught_syncing = 0
+    # None: kill as soon as sync.status says "syncing"; a number: kill that long after the force
+    for delay in (None, 0.0, None, 0.005, None, 0.02):
         with a.client() as client:
             for _ in range(40):
                 text = f"m-{n}"
@@ -357,12 +361,20 @@ def test_sigkill_during_cycles_then_the_next_cycle_converges(
                 client.call("message.send", {"caller_agent_id": "alice", "to": "@bob", "content": text})
                 expected.add(text)
             client.call("sync.force", {})
-        time.sleep(delay)
+            if delay is None:
+                deadline = time.monotonic() + 2
+                while time.monotonic() < deadline:
+                    if client.call("sync.status")["sync_state"] == "syncing":
+                        caught_syncing += 1
+                        break
+        if delay:
+            time.sleep(delay)
         os.kill(a.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while DaemonLock.is_locked(a.paths.lock_file) and time.monotonic() < deadline:
             time.sleep(0.01)
         a.start()
+    assert caught_syncing >= 1, "no kill landed during a cycle"
     cluster.converge(a, b)
     assert a.log_files() == b.log_files()
     contents = [m["body"]["content"] for m in b.messages() if m["body"]["content"].startswith("m-")]
@@ -397,3 +409,23 @@ def test_doctor_reports_sync_health(cluster: Cluster, pair: tuple[Clone, Clone])
     assert checks["sync_transport"]["status"] == "ok" and "pygit2" in checks["sync_transport"]["message"]
     assert checks["sync_remote"]["status"] == "ok" and "reachable" in checks["sync_remote"]["message"]
     assert checks["sync_state"]["status"] == "ok"
+
+
+def test_purged_messages_do_not_come_back_from_the_other_clone(
+    cluster: Cluster, pair: tuple[Clone, Clone]
+) -> None:
+    a, b = pair
+    for i in range(3):
+        thrum_json("send", f"soon purged {i}", "--to", "@bob", cwd=a.root)
+    cluster.converge(a, b)
+    assert len([m for m in b.messages() if m["body"]["content"].startswith("soon purged")]) == 3
+    # b writes more while a purges: b's next cycle merges local files that still hold the old lines
+    thrum_json("send", "sent by b meanwhile", "--to", "@alice", cwd=b.root)
+    thrum_json("purge", "--all", "--confirm", cwd=a.root)
+    cluster.converge(a, b)
+    for clone in (a, b):
+        contents = [m["body"]["content"] for m in clone.messages()]
+        assert not [c for c in contents if c.startswith("soon purged")], contents
+    assert a.log_files() == b.log_files()
+    logs = b"".join(data for rel, data in a.log_files().items() if rel.endswith(".jsonl"))
+    assert b"soon purged" not in logs and b"purge.executed" in logs

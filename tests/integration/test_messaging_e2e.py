@@ -1,6 +1,6 @@
 """Messaging end to end: a real daemon started by the installed ``thrum`` CLI, real sockets, real SQLite.
 
-- 10 concurrent senders × 100 messages → exactly 1,000 stored, 0 errors;
+- 10 concurrent senders x 100 messages → exactly 1,000 stored, 0 errors;
 - SIGKILL while 10 clients send → after a restart every acknowledged message
   is in the log and in SQLite exactly once;
 - a reader and a writer at full speed do not block each other;
@@ -41,10 +41,17 @@ def env() -> dict[str, str]:
     return out
 
 
-def thrum(*args: str, cwd: Path, extra_env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def thrum(
+    *args: str, cwd: Path, extra_env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["thrum", *args], cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        ["thrum", *args],
+        cwd=cwd,
+        env={**env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -103,8 +110,10 @@ class Sender(threading.Thread):
             with client(self.repo) as c:
                 c.call("session.start", {"agent_id": self.name_, "caller_agent_id": self.name_})
                 for i in range(self.count):
-                    r = c.call("message.send", {"content": f"{self.name_} #{i}", "to": self.to,
-                                                "caller_agent_id": self.name_})
+                    r = c.call(
+                        "message.send",
+                        {"content": f"{self.name_} #{i}", "to": self.to, "caller_agent_id": self.name_},
+                    )
                     self.acked.append(r["message_id"])
         except (ThrumError, OSError) as exc:
             self.errors.append(exc)
@@ -195,7 +204,7 @@ def test_reader_and_writer_at_full_speed_do_not_block_each_other(repo: Path) -> 
                     t = time.perf_counter()
                     c.call("message.send", {"content": "tick", "to": "@reader", "caller_agent_id": "writer"})
                     write_latencies.append(time.perf_counter() - t)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             errors.append(exc)
 
     def read() -> None:
@@ -203,9 +212,11 @@ def test_reader_and_writer_at_full_speed_do_not_block_each_other(repo: Path) -> 
             with client(repo) as c:
                 while not stop.is_set():
                     t = time.perf_counter()
-                    c.call("message.list", {"for_agent": "reader", "caller_agent_id": "reader", "page_size": 100})
+                    c.call(
+                        "message.list", {"for_agent": "reader", "caller_agent_id": "reader", "page_size": 100}
+                    )
                     read_latencies.append(time.perf_counter() - t)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write), threading.Thread(target=read)]
@@ -232,12 +243,18 @@ def test_cli_wait_is_woken_by_a_send_from_another_process(repo: Path) -> None:
         q = thrum("quickstart", name, "--role", "dev", "--module", "m", "--no-init", cwd=repo)
         assert q.returncode == 0, q.stdout + q.stderr
     waiting = subprocess.Popen(
-        ["thrum", "wait", "--timeout", "30s", "--json"], cwd=repo, env={**env(), "THRUM_NAME": "waiter"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ["thrum", "wait", "--timeout", "30s", "--json"],
+        cwd=repo,
+        env={**env(), "THRUM_NAME": "waiter"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1.5)
     assert waiting.poll() is None
-    sent = thrum("send", "are you there?", "--to", "@waiter", "--json", cwd=repo, extra_env={"THRUM_NAME": "talker"})
+    sent = thrum(
+        "send", "are you there?", "--to", "@waiter", "--json", cwd=repo, extra_env={"THRUM_NAME": "talker"}
+    )
     assert sent.returncode == 0, sent.stderr
     started = time.monotonic()
     out, err = waiting.communicate(timeout=20)

@@ -90,7 +90,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def modules_after(args: list[str], cwd: Path, name: str) -> tuple[int, str, list[str]]:
     """Run ``thrum *args`` as ``name`` through the wrapper; return status, output and loaded modules."""
     done = subprocess.run(
-        [sys.executable, "-c", WRAPPER, *args], cwd=cwd, env=_env(name), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", WRAPPER, *args],
+        cwd=cwd,
+        env=_env(name),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     out, _, modules = done.stdout.rpartition(MARKER)
     assert modules, done.stdout + done.stderr

@@ -399,7 +399,7 @@ def _index_sync_dir(sync_dir: Path, progress: Progress | None) -> _Known:
                 continue
             known.event_ids.add(event_id_of(obj))
             _note_message(known, obj)
-            if progress is not None and done % 1_000_000 < len(line) + 1:
+            if progress is not None and (done >> 20) != ((done - len(line) - 1) >> 20):
                 progress("scan", done, total)
     if progress is not None:
         progress("scan", total, total)

@@ -22,7 +22,8 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "TAIL_WINDOW",
     "AppendLog",
+    "PendingAppend",
     "RewriteResult",
     "TornRepair",
     "check_route",
@@ -138,6 +140,15 @@ class _Open:
     ino: tuple[int, int]
 
 
+@dataclass
+class PendingAppend:
+    """A batch written by :meth:`AppendLog.write` and not yet synced."""
+
+    touched: list[tuple[str, int, int, bool]] = field(default_factory=list)  # rel, fd, size before, created
+    new_dirs: set[Path] = field(default_factory=set)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
 class AppendLog:
     """Durable batch appends to the log files of one sync dir (SPEC §6.5).
 
@@ -162,24 +173,60 @@ class AppendLog:
         fsynced (a file this batch created is removed), and the error is
         raised.
         """
-        touched: list[tuple[str, int, int, bool]] = []  # rel, fd, size before, created
-        new_dirs: set[Path] = set()
+        pending = self.write(writes)
+        try:
+            self.sync(pending)
+        except BaseException:
+            self.roll_back(pending)
+            raise
+        return pending.sizes
+
+    def write(self, writes: Mapping[str, bytes]) -> PendingAppend:
+        """First half of :meth:`append`: write without syncing.
+
+        The caller must then :meth:`sync` (or :meth:`roll_back`) the returned
+        batch.  A failure while writing rolls back and raises.
+        """
+        pending = PendingAppend()
         try:
             for rel, data in writes.items():
-                fd, size, created = self._fd_for(rel, new_dirs)
-                touched.append((rel, fd, size, created))
+                fd, size, created = self._fd_for(rel, pending.new_dirs)
+                pending.touched.append((rel, fd, size, created))
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-            for _rel, fd, _size, _created in touched:
-                os.fdatasync(fd)
-            for directory in sorted(new_dirs, key=lambda p: len(p.parts), reverse=True):
-                fsync_dir(directory)
+                pending.sizes[rel] = size + len(data)
         except BaseException:
-            self._roll_back(touched)
+            self.roll_back(pending)
             raise
-        return {rel: size + len(writes[rel]) for rel, _fd, size, _created in touched}
+        return pending
+
+    @staticmethod
+    def sync_jobs(pending: PendingAppend) -> list[Callable[[], None]]:
+        """The fsyncs that make ``pending`` durable, as independent calls.
+
+        One ``fdatasync`` per touched file (data and size; a file's name is
+        made durable by the fsync of its directory), plus one fsync per
+        directory that gained an entry.  They may run concurrently: the
+        file system folds concurrent syncs into fewer journal commits.
+        """
+        jobs: list[Callable[[], None]] = [
+            partial(os.fdatasync, fd) for _rel, fd, _size, _created in pending.touched
+        ]
+        jobs += [
+            partial(fsync_dir, d) for d in sorted(pending.new_dirs, key=lambda p: len(p.parts), reverse=True)
+        ]
+        return jobs
+
+    def sync(self, pending: PendingAppend) -> None:
+        """Make a written batch durable, one call after the other (see :meth:`sync_jobs`)."""
+        for job in self.sync_jobs(pending):
+            job()
+
+    def roll_back(self, pending: PendingAppend) -> None:
+        """Truncate every file of a batch back to its size before it (SPEC §6.5)."""
+        self._roll_back(pending.touched)
 
     def _fd_for(self, rel: str, new_dirs: set[Path]) -> tuple[int, int, bool]:
         path = self.sync_dir / rel

@@ -217,6 +217,35 @@ def ts_ns(s: object) -> int | None:
     return parse_ts_ns(s)
 
 
+# SQLite result codes that mean the database or the disk failed, as opposed to
+# a reducer's bad statement (SQLITE_ERROR, SQLITE_CONSTRAINT, SQLITE_MISMATCH...).
+_STORAGE_ERRORS = frozenset(
+    {
+        "SQLITE_IOERR",
+        "SQLITE_FULL",
+        "SQLITE_CORRUPT",
+        "SQLITE_NOTADB",
+        "SQLITE_NOMEM",
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+        "SQLITE_CANTOPEN",
+        "SQLITE_READONLY",
+        "SQLITE_PROTOCOL",
+        "SQLITE_INTERRUPT",
+        "SQLITE_ABORT",
+        "SQLITE_PERM",
+    }
+)
+
+
+def is_storage_error(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` means the database or disk failed (not a bad statement)."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if not name:
+        return False
+    return "_".join(name.split("_")[:2]) in _STORAGE_ERRORS
+
+
 def invalid_line_id(line: bytes) -> str:
     """The ``events.event_id`` of an invalid line (never a real event id)."""
     return "invalid:" + hashlib.sha256(line).hexdigest()[:32]
@@ -430,7 +459,7 @@ class Projection:
         self._stats = IngestStats()
         self.needs_rewrite = False
         self.counts: dict[str, int] = {}
-        self.in_txn = False
+        self._seq: int | None = None
         #: ``progress(bytes done, bytes in all)`` during :meth:`ingest_files`
         self.progress: Callable[[int, int], None] | None = None
 
@@ -647,6 +676,7 @@ class Projection:
         self._filter_stale = True
         self.counts = {}
         self.needs_rewrite = False
+        self._seq = None
         return epoch
 
     def finish_rebuild(self) -> None:
@@ -679,18 +709,16 @@ class Projection:
     def begin(self) -> None:
         """Start a write transaction."""
         self.conn.execute("BEGIN IMMEDIATE")
-        self.in_txn = True
 
     def commit(self) -> None:
         """Commit the write transaction."""
         if self.needs_rewrite:
             self.set_meta("tombstone_rewrite", "1")
         self.conn.execute("COMMIT")
-        self.in_txn = False
 
     def rollback(self) -> None:
         """Roll back the write transaction (and forget cached state it may have changed)."""
-        self.in_txn = False
+        self._seq = None
         try:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
@@ -820,18 +848,20 @@ class Projection:
             )
             metas.append((et, origin, state))
         cur = self._cur
-        prev = cur.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-        prev_seq = prev[0] if prev is not None else 0
+        prev_seq = self._last_seq()
         before = self.conn.total_changes
         cur.executemany(_INSERT_EVENT, rows)
         inserted = self.conn.total_changes - before
         seqs: list[int | None]
         if inserted == len(rows):
+            # AUTOINCREMENT hands out consecutive numbers after the largest one.
             seqs = list(range(prev_seq + 1, prev_seq + 1 + inserted))
+            self._seq = prev_seq + inserted
         else:  # some event_ids were already stored: find which rows went in
             got = cur.execute(
                 "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (prev_seq,)
             ).fetchall()
+            self._seq = got[-1][0] if got else prev_seq
             seqs = []
             j = 0
             for row in rows:
@@ -885,6 +915,13 @@ class Projection:
                 self._resolve()
         return out
 
+    def _last_seq(self) -> int:
+        """The largest ``events.seq`` ever handed out (cached between statements)."""
+        if self._seq is None:
+            row = self._cur.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            self._seq = row[0] if row is not None else 0
+        return self._seq
+
     def index_invalid(self, line: bytes, text: str | None, obj: Mapping[str, Any] | None, file: str) -> bool:
         """Index an invalid line; ``False`` when the same line is already indexed."""
         typ = obj.get("type") if obj is not None else None
@@ -898,6 +935,7 @@ class Projection:
             ),
         )
         if self._cur.rowcount == 1:
+            self._seq = self._cur.lastrowid
             self.counts["invalid"] = self.counts.get("invalid", 0) + 1
             self._stats.invalid += 1
             return True
@@ -913,11 +951,11 @@ class Projection:
         except InvalidEvent as exc:
             log.warning("event %s (%s) is invalid: %s", ev.event_id, ev.type, exc)
             return self._set_state(ev, "invalid")
-        except sqlite3.IntegrityError as exc:
-            log.warning("event %s (%s) violates a constraint: %s", ev.event_id, ev.type, exc)
+        except sqlite3.Error as exc:
+            if is_storage_error(exc):
+                raise  # the database itself failed: the batch fails (SPEC §6.5)
+            log.exception("reducer of %s failed for event %s; indexed invalid", ev.type, ev.event_id)
             return self._set_state(ev, "invalid")
-        except sqlite3.Error:
-            raise
         except Exception:
             log.exception("reducer of %s failed for event %s; indexed invalid", ev.type, ev.event_id)
             return self._set_state(ev, "invalid")
@@ -1267,39 +1305,48 @@ class Projection:
         if pred is not None:
             types = self._types
             for rel in list_log_files(sync_dir):
-                dropped: list[str] = []
-
-                def drop(line: bytes, dropped: list[str] = dropped) -> bool:
+                # A read-only pass finds the covered lines; only files holding
+                # some are rewritten (matching the exact bytes, no second parse).
+                covered: set[bytes] = set()
+                eids: list[str] = []
+                for _off, line in iter_lines(sync_dir / rel):
                     obj, _text, eid, ts = self.parse(line)
                     if obj is None or eid is None:
-                        return False
+                        continue
                     et = types.get(obj["type"])
                     if et is not None and et.tombstone is not None:
-                        return False
+                        continue
                     if pred(obj, (ts, eid.encode("utf-8", "surrogatepass"))):
-                        dropped.append(eid)
-                        return True
-                    return False
-
-                result = rewrite_file(sync_dir / rel, drop)
-                if result.removed:
-                    removed_by_file[rel] = result.removed
-                    self.begin()
-                    try:
-                        self._cur.executemany(_MARK_TOMBSTONED, [(e,) for e in dropped])
-                        if result.deleted_file:
-                            self._cur.execute("DELETE FROM projection_files WHERE path=?", (rel,))
-                        else:
-                            self.record_file(sync_dir, rel, result.size)
-                        self.conn.execute("COMMIT")
-                        self.in_txn = False
-                    except BaseException:
-                        self.rollback()
-                        raise
+                        covered.add(line)
+                        eids.append(eid)
+                if not covered:
+                    continue
+                # Rows first, then the file: after a crash in between, the
+                # still-set meta flag redoes the (idempotent) file rewrite.
+                self.begin()
+                try:
+                    self._cur.executemany(_MARK_TOMBSTONED, [(e,) for e in eids])
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.rollback()
+                    raise
+                result = rewrite_file(sync_dir / rel, covered.__contains__)
+                if not result.removed:
+                    continue
+                removed_by_file[rel] = result.removed
+                self.begin()
+                try:
+                    if result.deleted_file:
+                        self._cur.execute("DELETE FROM projection_files WHERE path=?", (rel,))
+                    else:
+                        self.record_file(sync_dir, rel, result.size)
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.rollback()
+                    raise
         self.begin()
         self.set_meta("tombstone_rewrite", None)
         self.conn.execute("COMMIT")
-        self.in_txn = False
         self.needs_rewrite = False
         if removed_by_file:
             self.recount()

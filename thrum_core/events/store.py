@@ -177,7 +177,18 @@ class RebuildReport:
 
 
 class EventStore:
-    """The event log, its SQLite projection and the single writer of both."""
+    """The event log, its SQLite projection and the single writer of both.
+
+    ``on_applied(events)`` is called (in the writer's observer task, after the
+    submitters of the batch were answered) with the events a writer batch or a
+    live catch-up stored, in apply order: each event once, when it is stored
+    ``applied`` or ``ignored`` (unknown type) or when it leaves ``pending``.
+    Pending, tombstoned, invalid and duplicate events are not reported.
+    Rebuilds and the start-up catch-up report nothing.
+
+    ``on_legacy_db(path, version)`` imports a Go database found at the
+    projection's path before it is moved aside (see :meth:`Projection.open`).
+    """
 
     def __init__(
         self,
@@ -306,6 +317,8 @@ class EventStore:
                 self._processor.flush_files()
             except sqlite3.Error:
                 log.exception("could not record the log positions at close")
+        if self._processor is not None:
+            self._processor.close()
         if self._appender is not None:
             self._appender.close()
         with self._readers_lock:
@@ -460,7 +473,8 @@ class EventStore:
         """Blocking catch-up (inside :meth:`run_exclusive`, or offline).
 
         Reads only what grew in each file (SPEC §7.1), applies unknown events
-        in sort-key order and returns them (at most a million).
+        in sort-key order and, when ``live``, returns those that were applied
+        (at most a million; see the class docstring for which are reported).
         """
         self._require_writer_context("catch_up_now")
         stats = self._catch_up(live=live, source=source)

@@ -23,7 +23,11 @@ whose parent entity is not known yet returns ``ctx.pending(key)``; the store
 indexes the event ``pending`` and re-runs the reducer, in sort-key order, right
 after another reducer calls ``ctx.provide(key)``.  A reducer that finds the
 event malformed raises :class:`InvalidEvent` *before writing anything*; the
-event is then indexed ``invalid``.
+event is then indexed ``invalid``.  Any other exception (a bug, a bad SQL
+statement) is logged and also indexes the event ``invalid`` — one plugin's
+bug never stops the writer — except SQLite errors that mean the database or
+the disk failed (I/O error, full, corrupt, ...), which fail the whole batch
+(SPEC §6.5).
 
 **Migrations** are ordered SQL scripts per owner.  *Projection* migrations
 create tables derived from the log: a rebuild drops every object they create
@@ -315,6 +319,7 @@ class EventTypeRegistry:
         self._by_name: dict[str, EventType] = {}
         self._name_owner: dict[str, str] = {}
         self._migrations: dict[tuple[str, bool], Migrations] = {}
+        self._checked_routes: set[str] = set()
 
     # -- registration -------------------------------------------------------------
     def bound(self, plugin: str) -> EventTypeRegistrar:
@@ -430,15 +435,23 @@ class EventTypeRegistry:
         checked (:func:`thrum_core.events.log.check_route`); a bad result
         raises ``ValueError``.
         """
-        from thrum_core.events.log import check_route
-
         typ = obj.get("type")
         et = self._by_name.get(typ) if isinstance(typ, str) else None
         if et is None:
             return DEFAULT_ROUTE
         route = et.route
-        path = route if isinstance(route, str) else route(obj)
-        return check_route(path)
+        if isinstance(route, str):
+            return route  # checked at registration
+        path = route(obj)
+        if path in self._checked_routes:
+            return path
+        from thrum_core.events.log import check_route
+
+        check_route(path)
+        if len(self._checked_routes) >= 65536:
+            self._checked_routes.clear()
+        self._checked_routes.add(path)
+        return path
 
     def __contains__(self, type_name: object) -> bool:
         return isinstance(type_name, str) and type_name in self._by_name

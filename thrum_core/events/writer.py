@@ -33,6 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ import trio
 
 from thrum_core.canonical import canonical_json
 from thrum_core.errors import InternalError, InvalidParams, ThrumError
-from thrum_core.events.log import AppendLog
+from thrum_core.events.log import AppendLog, PendingAppend
 from thrum_core.events.projection import Projection, decode_line, ts_ns
 from thrum_core.events.types import DEFAULT_ROUTE, SOURCES, EventTypeRegistry, StoredEvent
 from thrum_core.ids import event_id_of, new_event_id
@@ -54,6 +55,8 @@ log = logging.getLogger("thrum.events.writer")
 
 MAX_BATCH_EVENTS = 256
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Threads running the fsyncs of a batch (one per touched file, concurrently).
+SYNC_THREADS = 8
 #: ``projection_files`` is brought up to date at most this often by the writer.
 FILES_FLUSH_INTERVAL_S = 2.0
 
@@ -117,6 +120,10 @@ class _Exclusive:
     error: BaseException | None = None
 
 
+def _append_error(exc: BaseException) -> InternalError:
+    return InternalError(f"could not write the event log: {exc}", {"durable": False})
+
+
 class BatchProcessor:
     """The blocking half of the writer (one worker thread at a time)."""
 
@@ -140,6 +147,7 @@ class BatchProcessor:
         self._catch_up = catch_up
         self._fmt = _TsFormatter()
         self._dirty: dict[str, int] = {}
+        self._sync_pool = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="thrum-fsync")
         self._last_flush = time.monotonic()
         self.degraded = False
         self.batches = 0
@@ -311,17 +319,19 @@ class BatchProcessor:
                 parts.setdefault(it.file, []).append(it.line)
             writes = {rel: b"\n".join(lines) + b"\n" for rel, lines in parts.items()}
             try:
-                sizes = self.appender.append(writes)
+                pending = self.appender.write(writes)
             except Exception as exc:
                 log.error("append to the event log failed: %s", exc)
-                err = InternalError(f"could not write the event log: {exc}", {"durable": False})
                 for sub in taken:
-                    sub.error = err
+                    sub.error = _append_error(exc)
                 return [], deferred
+            # The fsyncs run in other threads while this one projects the
+            # batch (uncommitted): the commit waits for them (SPEC §6.5).
+            syncs = [self._sync_pool.submit(job) for job in AppendLog.sync_jobs(pending)]
             self.batches += 1
             self.events_written += len(to_write)
             try:
-                observed = self._project(to_write, sizes)
+                observed = self._project(to_write, pending, syncs)
             except ThrumError as exc:
                 for sub in taken:
                     sub.error = exc
@@ -330,9 +340,26 @@ class BatchProcessor:
             sub.result = [self._result(it) for it in sub.items]
         return observed, deferred
 
-    def _project(self, items: list[_Item], sizes: dict[str, int]) -> list[StoredEvent]:
+    def _wait_durable(self, pending: PendingAppend, syncs: list[Future[None]]) -> None:
+        """Wait for the batch's fsyncs; on failure truncate the files back and raise -32603."""
+        error: BaseException | None = None
+        for fut in syncs:
+            try:
+                fut.result()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            log.error("fsync of the event log failed: %s", error)
+            self.appender.roll_back(pending)
+            raise _append_error(error)
+
+    def _project(
+        self, items: list[_Item], pending: PendingAppend, syncs: list[Future[None]]
+    ) -> list[StoredEvent]:
         proj = self.projection
+        sizes = pending.sizes
         first_error: BaseException | None = None
+        applied = False
         if not self.degraded:
             proj.start_ingest(source=items[0].source, live=True, collect=True)
             try:
@@ -348,6 +375,14 @@ class BatchProcessor:
                 self._dirty.update(sizes)
                 if time.monotonic() - self._last_flush >= FILES_FLUSH_INTERVAL_S:
                     self._flush_files()
+                applied = True
+                try:
+                    self._wait_durable(pending, syncs)
+                except ThrumError:
+                    proj.end_ingest()
+                    proj.rollback()
+                    self._dirty.clear()
+                    raise
                 proj.commit()
                 stats = proj.end_ingest()
                 # An event left pending may have been resolved later in the same batch.
@@ -357,11 +392,15 @@ class BatchProcessor:
                         it.stored = final.get(it.eid, it.stored)
                 self._after_commit()
                 return stats.events
+            except ThrumError:
+                raise
             except Exception as exc:
                 log.exception("projecting a writer batch failed; catching up from the log")
                 first_error = exc
                 proj.end_ingest()
                 proj.rollback()
+        if not applied:
+            self._wait_durable(pending, syncs)
         self._dirty.update(sizes)
         try:
             events = self._catch_up(items[0].source)
@@ -453,6 +492,10 @@ class BatchProcessor:
     def forget_dirty(self) -> None:
         """Drop unrecorded sizes (a catch-up or rebuild recorded the files itself)."""
         self._dirty.clear()
+
+    def close(self) -> None:
+        """Stop the fsync threads."""
+        self._sync_pool.shutdown(wait=True)
 
     def run_exclusive(self, fn: Callable[[], T]) -> tuple[T, list[StoredEvent]]:
         """Run ``fn`` between batches; return its result and events for observers."""

@@ -64,9 +64,13 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.strict = _truthy(self.environ.get("THRUM_STRICT_PLUGINS"))
+        self._trace: Any = None
         if _truthy(self.environ.get("THRUM_TRACE_PLUGINS")):
             self.pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
             self.pm.enable_tracing()
+            # call_each/notify call implementations one by one, bypassing
+            # pluggy's tracer, so they write their own trace lines.
+            self._trace = self.pm.trace.root.get("hook")
 
     @property
     def hook(self) -> Any:
@@ -142,6 +146,8 @@ class PluginManager:
         for impl in caller.get_hookimpls():
             plugin_name = impl.plugin_name
             kwargs = make_kwargs(plugin_name)
+            if self._trace is not None:
+                self._trace(f"{hook_name} -> {plugin_name}", {k: v for k, v in kwargs.items() if k in impl.argnames})
             try:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except Exception as exc:
@@ -166,6 +172,8 @@ class PluginManager:
         results: list[Any] = []
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
+            if self._trace is not None:
+                self._trace(f"{hook_name} -> {impl.plugin_name}", {k: v for k, v in kwargs.items() if k in impl.argnames})
             try:
                 res = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except Exception:

@@ -209,9 +209,10 @@ def quickstart(
         }
         emit(plan, _print_quickstart)
         return
-    runtime_result = None if no_init else _runtime_files(paths, runtime, chosen, role, module)
     pid = runtime_ancestor_pid()
+    # Connect first: without a daemon nothing (not even runtime files) is written.
     with open_session(identity=False, paths=paths) as s:
+        runtime_result = None if no_init else _runtime_files(paths, runtime, chosen, role, module)
         try:
             registered = _register(
                 s,

@@ -30,7 +30,9 @@ PREVIEW_WIDTH = 72
 
 def _content(text: str | None, stdin: bool, body_file: str | None) -> str:
     """The message text: ``TEXT``, ``-``/``--stdin`` (stdin) or ``--body-file``."""
-    given = sum(1 for x in (text is not None and text != "-", stdin or text == "-", body_file is not None) if x)
+    given = sum(
+        1 for x in (text is not None and text != "-", stdin or text == "-", body_file is not None) if x
+    )
     if given > 1:
         raise bad_flag("--stdin", "give the text once: as an argument, with --stdin or with --body-file")
     if body_file is not None:
@@ -67,7 +69,9 @@ def _print_sent(r: dict[str, Any]) -> None:
 @click.command("send")
 @identity_flags()
 @click.argument("text", metavar="[MESSAGE|-]", required=False)
-@click.option("--to", "to", multiple=True, metavar="@X", help="Recipient: @agent, @role, @group or @everyone.")
+@click.option(
+    "--to", "to", multiple=True, metavar="@X", help="Recipient: @agent, @role, @group or @everyone."
+)
 @click.option("-b", "--broadcast", is_flag=True, help="Send to every agent (@everyone).")
 @click.option("--everyone", is_flag=True, help="Same as --broadcast.")
 @click.option("--mention", multiple=True, metavar="@X", help="Mention (and address) an agent or role.")
@@ -100,7 +104,9 @@ def send(
     addresses = _split_addresses(to)
     mentions = _split_addresses(mention)
     if not addresses and not mentions and not (broadcast or everyone):
-        raise bad_flag("--to", "no recipient: use --to @name|@role|@group|@everyone, --mention or --broadcast")
+        raise bad_flag(
+            "--to", "no recipient: use --to @name|@role|@group|@everyone, --mention or --broadcast"
+        )
     content = _content(text, stdin, body_file)
     params: dict[str, Any] = {
         "content": content,
@@ -146,7 +152,9 @@ def reply(message_id: str, text: str | None, fmt: str, stdin: bool, body_file: s
 def _row(m: dict[str, Any], *, mark: bool) -> str:
     marker = "●" if mark and m.get("is_read") is False else " "
     author = m.get("agent_id") or "?"
-    scopes = " ".join(f"[{s['type']}:{s['value']}]" for s in m.get("scopes") or [] if s["type"] != "broadcast")
+    scopes = " ".join(
+        f"[{s['type']}:{s['value']}]" for s in m.get("scopes") or [] if s["type"] != "broadcast"
+    )
     when = short_ts(m.get("created_at"))[:16]
     text = _one_line(((scopes + " ") if scopes else "") + (m.get("body") or {}).get("content", ""))
     deleted = " (deleted)" if m.get("deleted") else ""
@@ -158,7 +166,7 @@ def _showing(r: dict[str, Any], noun: str = "") -> str:
     first = (r["page"] - 1) * r["page_size"] + 1 if n else 0
     last = first + n - 1 if n else 0
     unread = f" ({r['unread']} unread)" if "unread" in r else ""
-    return f"Showing {first}–{last} of {r['total']}{noun}{unread}"
+    return f"Showing {first}–{last} of {r['total']}{noun}{unread}"  # noqa: RUF001 - the SPEC's wording
 
 
 def _print_list(r: dict[str, Any]) -> None:
@@ -177,7 +185,9 @@ def _print_list(r: dict[str, Any]) -> None:
 @click.option("--unread", is_flag=True, help="Only unread messages (and do not mark them read).")
 @click.option("-a", "--all", "all_", is_flag=True, help="Every message, not only those addressed to you.")
 @click.option("--from", "author", metavar="@X", help="Only messages from this agent.")
-@click.option("--page-size", "--limit", "page_size", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option(
+    "--page-size", "--limit", "page_size", type=click.IntRange(1, 100), default=10, show_default=True
+)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--oldest", is_flag=True, help="Oldest first.")
 def inbox(
@@ -231,14 +241,17 @@ def _print_message(r: dict[str, Any]) -> None:
     m = r["message"]
     click.echo(f"Message {m['message_id']}" + ("  (deleted)" if m.get("deleted") else ""))
     click.echo(f"From:    {m['agent_id']}" + (f" (by {m['authored_by']})" if m.get("authored_by") else ""))
-    click.echo(f"Sent:    {short_ts(m.get('created_at'))}" + (
-        f"  edited {short_ts(m['updated_at'])}" if m.get("updated_at") else ""
-    ))
+    click.echo(
+        f"Sent:    {short_ts(m.get('created_at'))}"
+        + (f"  edited {short_ts(m['updated_at'])}" if m.get("updated_at") else "")
+    )
     audiences = ", ".join(f"@{a['value']}" for a in m.get("audiences") or [])
     if audiences:
         click.echo(f"To:      {audiences}")
     if m.get("thread_id"):
-        click.echo(f"Thread:  {m['thread_id']}" + (f" (reply to {m['reply_to']})" if m.get("reply_to") else ""))
+        click.echo(
+            f"Thread:  {m['thread_id']}" + (f" (reply to {m['reply_to']})" if m.get("reply_to") else "")
+        )
     if m.get("scopes"):
         click.echo("Scopes:  " + " ".join(f"{s['type']}:{s['value']}" for s in m["scopes"]))
     recipients = m.get("recipients") or []
@@ -255,7 +268,9 @@ def _print_message(r: dict[str, Any]) -> None:
 @identity_flags()
 @click.option("--to", "to", metavar="@X", help="Only messages to this address.")
 @click.option("--unread", is_flag=True, help="Only messages some recipient has not read.")
-@click.option("--page-size", "--limit", "page_size", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option(
+    "--page-size", "--limit", "page_size", type=click.IntRange(1, 100), default=10, show_default=True
+)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @click.pass_context
 def sent(ctx: click.Context, to: str | None, unread: bool, page_size: int, page: int) -> None:
@@ -333,7 +348,9 @@ def delete(message_id: str, force: bool, reason: str | None) -> None:
 
 
 def _print_marked(r: dict[str, Any]) -> None:
-    click.echo(f"Marked {r['marked_count']} read ({r['skipped_count']} skipped); {r['remaining']} unread left")
+    click.echo(
+        f"Marked {r['marked_count']} read ({r['skipped_count']} skipped); {r['remaining']} unread left"
+    )
     if r.get("not_found"):
         click.echo("Not found: " + ", ".join(r["not_found"]))
 

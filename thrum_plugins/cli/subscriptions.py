@@ -56,7 +56,9 @@ def unsubscribe(subscription_id: int) -> None:
 
     with open_session() as s:
         result = s.call("unsubscribe", {"subscription_id": subscription_id})
-    emit(result, lambda r: click.echo("Removed" if r["removed"] else f"No subscription {subscription_id} here"))
+    emit(
+        result, lambda r: click.echo("Removed" if r["removed"] else f"No subscription {subscription_id} here")
+    )
 
 
 def _print_subs(r: dict[str, Any]) -> None:

@@ -42,7 +42,9 @@ def _print(r: dict[str, Any]) -> None:
 
 @click.command("wait")
 @identity_flags()
-@click.option("--timeout", "timeout", default="30s", show_default=True, metavar="DUR", help="How long to wait.")
+@click.option(
+    "--timeout", "timeout", default="30s", show_default=True, metavar="DUR", help="How long to wait."
+)
 @click.option("--scope", metavar="T:V", help="Only messages with this scope.")
 @click.option("--mention", metavar="@X", help="Only messages mentioning this agent or role.")
 @click.option("--all", "all_", is_flag=True, help="Any message at all.")

@@ -1,4 +1,4 @@
-"""Push notifications to subscribed sessions (SPEC §10.2–§10.4).
+"""Push notifications to subscribed sessions (SPEC §10.2 to §10.4).
 
 :class:`PushNotifier` is registered through ``thrum_register_notifiers`` so any
 transport's connections (Unix socket now, WebSocket later) receive pushes:
@@ -231,7 +231,8 @@ def notify_threads(kernel: Kernel, thread_ids: Iterable[str]) -> None:
                 read = {
                     r[0]
                     for r in db.execute(
-                        f"SELECT message_id FROM message_reads WHERE agent_id=? AND message_id IN ({read_marks})",
+                        "SELECT message_id FROM message_reads WHERE agent_id=?"
+                        f" AND message_id IN ({read_marks})",
                         (agent_id, *seen),
                     )
                 }

@@ -17,6 +17,7 @@ unless asked for.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -58,6 +59,9 @@ GIT_FIELDS = (
     "file_changes",
     "git_updated_at",
 )
+
+# The same few timestamps (session starts, context updates) are parsed on every team/list call.
+_ns = functools.lru_cache(maxsize=16384)(parse_ts_ns)
 
 #: A row as SQLite returns it, or the same fields in a mapping.
 RowLike = sqlite3.Row | Mapping[str, Any]
@@ -181,11 +185,11 @@ def _last_seen(row: RowLike, open_session: RowLike | None, view: View, activity:
         if seen:
             candidates.append(seen)
     if open_session is not None:
-        started = parse_ts_ns(open_session["started_at"])
+        started = _ns(open_session["started_at"])
         if started is not None:
             candidates.append(started)
     if activity:
-        ns = parse_ts_ns(activity)
+        ns = _ns(activity)
         if ns is not None:
             candidates.append(ns)
     return max(candidates) if candidates else None
@@ -266,7 +270,7 @@ def build_session(row: RowLike, view: View, intent: str | None = None) -> dict[s
         last_seen: str | None = row["ended_at"]
     else:
         seen = view.last_seen_ns(row["agent_id"]) if view.is_local(row["origin_daemon"]) else None
-        started = parse_ts_ns(row["started_at"])
+        started = _ns(row["started_at"])
         best = max([n for n in (seen, started) if n is not None], default=None)
         last_seen = format_ts(best) if best is not None else row["started_at"]
     return {
@@ -329,10 +333,10 @@ def _decode(column: str, value: Any) -> Any:
 
 
 def _newer(local_ts: Any, shared_ts: Any) -> bool:
-    local_ns = parse_ts_ns(local_ts)
+    local_ns = _ns(local_ts)
     if local_ns is None:
         return False
-    shared_ns = parse_ts_ns(shared_ts)
+    shared_ns = _ns(shared_ts)
     return shared_ns is None or local_ns > shared_ns
 
 
@@ -423,7 +427,7 @@ def list_work_contexts(
         contexts = [c for c in contexts if c["branch"] == branch]
     if file is not None:
         contexts = [c for c in contexts if _touches(c, file)]
-    contexts.sort(key=lambda c: (parse_ts_ns(c["git_updated_at"]) or -1, c["session_id"]), reverse=True)
+    contexts.sort(key=lambda c: (_ns(c["git_updated_at"]) or -1, c["session_id"]), reverse=True)
     return contexts
 
 
@@ -470,5 +474,5 @@ def team_members(
     active = [m for m in members if m["status"] == "active"]
     offline = [m for m in members if m["status"] != "active"]
     active.sort(key=lambda m: (m["session_start"] or "", m["agent_id"]), reverse=True)
-    offline.sort(key=lambda m: (parse_ts_ns(m["last_seen_at"]) or -1, m["agent_id"]), reverse=True)
+    offline.sort(key=lambda m: (_ns(m["last_seen_at"]) or -1, m["agent_id"]), reverse=True)
     return active + offline

@@ -157,7 +157,8 @@ def _recanonicalize(db: sqlite3.Connection, name: str) -> None:
     for (other,) in rows[1:]:
         db.execute("UPDATE groups SET canonical_id=? WHERE group_id=?", (canonical, other))
         for mt, mv, present, k, added_at, added_by in db.execute(
-            "SELECT member_type, member_value, present, k, added_at, added_by FROM group_members WHERE group_id=?",
+            "SELECT member_type, member_value, present, k, added_at, added_by FROM group_members"
+            " WHERE group_id=?",
             (other,),
         ).fetchall():
             _upsert_member(db, canonical, mt, mv, present, k, added_at, added_by)
@@ -193,7 +194,8 @@ def _upsert_member(
             )
         else:
             db.execute(
-                "UPDATE group_members SET present=0, k=? WHERE group_id=? AND member_type=? AND member_value=?",
+                "UPDATE group_members SET present=0, k=?"
+                " WHERE group_id=? AND member_type=? AND member_value=?",
                 (k, group_id, member_type, member_value),
             )
 
@@ -236,7 +238,8 @@ def reduce_group_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         )
     elif ev.k < row[0]:
         db.execute(
-            "UPDATE groups SET name=?, description=?, created_at=?, created_by=?, create_k=? WHERE group_id=?",
+            "UPDATE groups SET name=?, description=?, created_at=?, created_by=?, create_k=?"
+            " WHERE group_id=?",
             (
                 name,
                 _text(o.get("description")),

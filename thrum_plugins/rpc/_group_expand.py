@@ -25,12 +25,20 @@ __all__ = [
 MAX_DEPTH = 10
 
 
+_tables: dict[int, tuple[int, frozenset[str]]] = {}
+
+
 def table_exists(db: sqlite3.Connection, name: str) -> bool:
-    """Whether ``name`` is a table of ``db`` (optional plugins' tables may be missing)."""
-    return (
-        db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
-        is not None
-    )
+    """Whether ``name`` is a table of ``db`` (optional plugins' tables may be missing).
+
+    Cached per connection until its ``schema_version`` changes.
+    """
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    cached = _tables.get(id(db))
+    if cached is None or cached[0] != version:
+        names = frozenset(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+        _tables[id(db)] = cached = (version, names)
+    return name in cached[1]
 
 
 def live_group(db: sqlite3.Connection, name: str) -> Any:

@@ -162,12 +162,26 @@ def body_fields(body: Any) -> tuple[str, str, str | None]:
 
 
 def _thread_from_replies(db: sqlite3.Connection, message_id: str) -> tuple[str, str] | None:
+    # A cheap existence probe first: replies that arrive before their parent are rare.
+    if (
+        db.execute(
+            "SELECT 1 FROM message_refs WHERE type='reply_to' AND value=? LIMIT 1", (message_id,)
+        ).fetchone()
+        is None
+    ):
+        return None
     row = db.execute(
         "SELECT m.thread_id, m.create_k FROM message_refs r JOIN messages m ON m.message_id = r.message_id"
         " WHERE r.type='reply_to' AND r.value=? AND m.thread_id IS NOT NULL ORDER BY m.create_k LIMIT 1",
         (message_id,),
     ).fetchone()
     return None if row is None else (row[0], row[1])
+
+
+def _pairs_json(pairs: list[tuple[str, str]]) -> str | None:
+    if not pairs:
+        return None
+    return canonical_json([{"type": t, "value": v} for t, v in sorted(pairs)])
 
 
 def _give_parent_thread(db: sqlite3.Connection, parent: str, thread_id: str, k: str) -> None:
@@ -242,22 +256,27 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         ev.origin_daemon,
         star,
         thread_k,
+        _pairs_json(scopes),
+        _pairs_json(refs),
     )
     if existing is None:
         db.execute(
-            "INSERT INTO messages(message_id, thread_id, reply_to, agent_id, session_id, created_at, created_ns,"
+            "INSERT INTO messages(message_id, thread_id, reply_to, agent_id, session_id, created_at,"
+            " created_ns,"
             " create_k, body_format, body_content, body_structured, authored_by, disclosed, addressed,"
-            " origin_daemon, star, thread_k, rcpt_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " origin_daemon, star, thread_k, scopes_json, refs_json, rcpt_count)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (message_id, *values, len(recipients)),
         )
     else:
         db.execute(
-            "UPDATE messages SET thread_id=?, reply_to=?, agent_id=?, session_id=?, created_at=?, created_ns=?,"
+            "UPDATE messages SET thread_id=?, reply_to=?, agent_id=?, session_id=?, created_at=?,"
+            " created_ns=?,"
             " create_k=?, body_format=?,"
             " body_content=CASE WHEN edit_k IS NULL THEN ? ELSE body_content END,"
             " body_structured=CASE WHEN edit_k IS NULL THEN ? ELSE body_structured END,"
-            " authored_by=?, disclosed=?, addressed=?, origin_daemon=?, star=?, thread_k=?"
-            " WHERE message_id=?",
+            " authored_by=?, disclosed=?, addressed=?, origin_daemon=?, star=?, thread_k=?, scopes_json=?,"
+            " refs_json=? WHERE message_id=?",
             (*values, message_id),
         )
         db.execute("UPDATE inbox SET created_ns=?, star=? WHERE message_id=?", (created_ns, star, message_id))
@@ -299,7 +318,8 @@ def reduce_edit(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     _fmt, content, structured = body_fields(ev.obj.get("body"))
     at = format_ts(ev.ts_ns)
     db.execute(
-        "INSERT OR IGNORE INTO message_edits(event_id, message_id, edited_at, edited_by, content, structured, k)"
+        "INSERT OR IGNORE INTO message_edits(event_id, message_id, edited_at, edited_by, content,"
+        " structured, k)"
         " VALUES (?,?,?,?,?,?,?)",
         (ev.event_id, message_id, at, _text(ev.obj.get("agent_id")), content, structured, ev.k),
     )

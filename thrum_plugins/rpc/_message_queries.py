@@ -3,7 +3,7 @@
 The default inbox view (messages visible to one agent, newest first, with
 ``exclude_self`` and ``unread`` allowed) is answered from the derived tables
 of :mod:`thrum_plugins.rpc._message_schema` without touching every visible
-message: totals from ``inbox_counts`` and ``star_days``, the page by merging
+message: totals from ``inbox_counts`` and ``star_hours``, the page by merging
 three index-ordered streams.  Every other combination of filters runs one SQL
 query that evaluates visibility per candidate row.
 
@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from thrum_plugins.rpc._message_schema import DAY_NS
+from thrum_plugins.rpc._message_schema import HOUR_NS
 from thrum_plugins.rpc._message_visibility import NEVER, AgentInfo, agent_info
 
 __all__ = [
@@ -89,14 +89,14 @@ def _registered(info: AgentInfo | None) -> int:
 
 
 def star_live_since(db: sqlite3.Connection, reg_ns: int) -> int:
-    """Live broadcasts created at or after ``reg_ns`` (a sum over ``star_days`` plus one partial day)."""
+    """Live broadcasts created at or after ``reg_ns`` (a sum over ``star_hours`` plus one partial hour)."""
     if reg_ns >= NEVER:
         return 0
-    day = max(reg_ns, 0) // DAY_NS
-    full = db.execute("SELECT coalesce(sum(n), 0) FROM star_days WHERE day > ?", (day,)).fetchone()[0]
+    hour = max(reg_ns, 0) // HOUR_NS
+    full = db.execute("SELECT coalesce(sum(n), 0) FROM star_hours WHERE hour > ?", (hour,)).fetchone()[0]
     partial = db.execute(
         "SELECT count(*) FROM messages WHERE star = 1 AND deleted = 0 AND created_ns >= ? AND created_ns < ?",
-        (reg_ns, (day + 1) * DAY_NS),
+        (reg_ns, (hour + 1) * HOUR_NS),
     ).fetchone()[0]
     return int(full) + int(partial)
 
@@ -114,7 +114,8 @@ def inbox_totals(
     before: dict[tuple[int, int, int, int], int] = {}
     if reg < NEVER:
         for self_, vis, deleted, read, n in db.execute(
-            "SELECT self, vis, deleted, read, count(*) FROM inbox WHERE viewer=? AND star=1 AND created_ns < ?"
+            "SELECT self, vis, deleted, read, count(*) FROM inbox"
+            " WHERE viewer=? AND star=1 AND created_ns < ?"
             " GROUP BY 1, 2, 3, 4",
             (viewer, reg),
         ):
@@ -183,7 +184,8 @@ def _fast_page(db: sqlite3.Connection, q: ListQuery, info: AgentInfo | None) -> 
         streams.append(
             _stream(
                 db,
-                f"SELECT created_ns, message_id FROM inbox WHERE viewer = ? AND star = 1 AND created_ns < ?{row_filter}"
+                "SELECT created_ns, message_id FROM inbox WHERE viewer = ? AND star = 1"
+                f" AND created_ns < ?{row_filter}"
                 f" ORDER BY created_ns {order}, message_id {order} LIMIT ?",
                 (viewer, reg, need),
             )
@@ -193,7 +195,8 @@ def _fast_page(db: sqlite3.Connection, q: ListQuery, info: AgentInfo | None) -> 
             star_filter += " AND agent_id != ?1"
         if q.unread:
             star_filter += (
-                " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.viewer = ?1 AND i.message_id = messages.message_id"
+                " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.viewer = ?1"
+                " AND i.message_id = messages.message_id"
                 " AND i.read = 1)"
             )
         streams.append(
@@ -252,12 +255,14 @@ def _general(db: sqlite3.Connection, q: ListQuery, self_info: AgentInfo | None) 
         where.append("m.deleted = 0")
     if q.scope is not None:
         where.append(
-            "m.message_id IN (SELECT message_id FROM message_scopes WHERE type = :scope_type AND value = :scope_value)"
+            "m.message_id IN (SELECT message_id FROM message_scopes"
+            " WHERE type = :scope_type AND value = :scope_value)"
         )
         params["scope_type"], params["scope_value"] = q.scope
     if q.ref is not None:
         where.append(
-            "m.message_id IN (SELECT message_id FROM message_refs WHERE type = :ref_type AND value = :ref_value)"
+            "m.message_id IN (SELECT message_id FROM message_refs"
+            " WHERE type = :ref_type AND value = :ref_value)"
         )
         params["ref_type"], params["ref_value"] = q.ref
     if q.thread_id is not None:
@@ -346,7 +351,8 @@ def outbox(db: sqlite3.Connection, q: OutboxQuery) -> tuple[list[str], int]:
     if q.to is not None:
         params["to"] = q.to
         cond = (
-            "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.message_id AND r.agent_id = :to)"
+            "EXISTS (SELECT 1 FROM message_recipients r"
+            " WHERE r.message_id = m.message_id AND r.agent_id = :to)"
             " OR EXISTS (SELECT 1 FROM message_refs f WHERE f.message_id = m.message_id"
             " AND f.type IN ('mention', 'group') AND f.value = :to)"
             " OR EXISTS (SELECT 1 FROM message_scopes s WHERE s.message_id = m.message_id"

@@ -1,7 +1,14 @@
-"""Message and MessageSummary result objects (SPEC §9.2), built in batches from a read connection."""
+"""Message and MessageSummary result objects (SPEC §9.2), built in batches from a read connection.
+
+A page is read with one query (the message rows with their author and the
+viewer's read state; scopes and refs come from the rows' JSON columns), plus
+one look-up of the agents and roles that mention refs name, to tell agent,
+user and role audiences apart.
+"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,10 +20,12 @@ __all__ = ["build_messages", "preview"]
 PREVIEW_CHARS = 100
 
 _COLUMNS = (
-    "message_id, thread_id, reply_to, agent_id, session_id, created_at, updated_at, edit_count, body_format,"
-    " body_content, body_structured, deleted, deleted_at, delete_reason, authored_by, disclosed, addressed, star,"
-    " rcpt_count, read_count"
+    "m.message_id, m.thread_id, m.reply_to, m.agent_id, m.session_id, m.created_at, m.updated_at,"
+    " m.edit_count, m.body_format, m.body_content, m.body_structured, m.deleted, m.deleted_at,"
+    " m.delete_reason, m.authored_by, m.disclosed, m.addressed, m.star, m.rcpt_count, m.read_count,"
+    " m.scopes_json, m.refs_json"
 )
+_EMPTY: list[dict[str, str]] = []
 
 
 def preview(content: str | None) -> str | None:
@@ -31,41 +40,63 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _in(db: sqlite3.Connection, sql: str, ids: Sequence[str], *extra: Any) -> list[Any]:
-    """Run ``sql`` (with ``{marks}`` for the id list) over ``ids`` in chunks."""
-    rows: list[Any] = []
+def _cursor(db: sqlite3.Connection) -> sqlite3.Cursor:
+    cur = db.cursor()
+    cur.row_factory = None
+    return cur
+
+
+def _rows(db: sqlite3.Connection, ids: Sequence[str], viewer: str | None) -> dict[str, tuple[Any, ...]]:
+    has_agents = table_exists(db, "agents")
+    author = ", a.name, a.role, a.kind" if has_agents else ", NULL, NULL, NULL"
+    join = " LEFT JOIN agents a ON a.agent_id = m.agent_id" if has_agents else ""
+    read = (
+        ", EXISTS (SELECT 1 FROM message_reads r WHERE r.message_id = m.message_id AND r.agent_id = ?)"
+        if viewer is not None
+        else ", 0"
+    )
+    cur = _cursor(db)
+    out: dict[str, tuple[Any, ...]] = {}
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
-        rows.extend(db.execute(sql.format(marks=marks), (*chunk, *extra)).fetchall())
-    return rows
+        params = (viewer, *chunk) if viewer is not None else tuple(chunk)
+        for row in cur.execute(
+            f"SELECT {_COLUMNS}{author}{read} FROM messages m{join} WHERE m.message_id IN ({marks})", params
+        ):
+            out[row[0]] = row
+    return out
 
 
-def _agents(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[str | None, str, str, str]]:
-    """``{agent_id: (name, role, kind, module)}`` of the registered agents among ``ids``."""
-    if not ids or not table_exists(db, "agents"):
-        return {}
-    return {
-        r[0]: (r[1], r[2] or "", r[3] or "agent", r[4] or "")
-        for r in _in(
-            db, "SELECT agent_id, name, role, kind, module FROM agents WHERE agent_id IN ({marks})", ids
-        )
-    }
-
-
-def _roles(db: sqlite3.Connection, values: Sequence[str]) -> set[str]:
+def _classify(db: sqlite3.Connection, values: set[str]) -> tuple[dict[str, str], set[str]]:
+    """``({agent_id: kind}, roles)`` for mention values that name agents or roles."""
     if not values or not table_exists(db, "agents"):
-        return set()
-    return {
-        r[0]
-        for r in _in(db, "SELECT DISTINCT role FROM agents WHERE kind='agent' AND role IN ({marks})", values)
-    }
+        return {}, set()
+    cur = _cursor(db)
+    listed = sorted(values)
+    kinds: dict[str, str] = {}
+    roles: set[str] = set()
+    for chunk in _chunks(listed):
+        marks = ",".join("?" * len(chunk))
+        kinds.update(
+            cur.execute(f"SELECT agent_id, kind FROM agents WHERE agent_id IN ({marks})", chunk).fetchall()
+        )
+    rest = [v for v in listed if v not in kinds]
+    for chunk in _chunks(rest):
+        marks = ",".join("?" * len(chunk))
+        roles.update(
+            r[0]
+            for r in cur.execute(
+                f"SELECT DISTINCT role FROM agents WHERE kind='agent' AND role IN ({marks})", chunk
+            )
+        )
+    return kinds, roles
 
 
 def _audiences(
     addressed: int,
     scopes: list[dict[str, str]],
     refs: list[dict[str, str]],
-    agents: dict[str, tuple[str | None, str, str, str]],
+    kinds: dict[str, str],
     roles: set[str],
 ) -> list[dict[str, str]]:
     out: dict[tuple[str, str], None] = {}
@@ -81,9 +112,9 @@ def _audiences(
         if item["type"] != "mention":
             continue
         value = item["value"]
-        known = agents.get(value)
-        if known is not None:
-            out[("user" if known[2] == "user" else "agent", value)] = None
+        kind = kinds.get(value)
+        if kind is not None:
+            out[("user" if kind == "user" else "agent", value)] = None
         elif value in roles:
             out[("role", value)] = None
         elif value.startswith("user:"):
@@ -91,6 +122,21 @@ def _audiences(
         else:
             out[("agent", value)] = None
     return [{"type": t, "value": v} for t, v in out]
+
+
+def _recipients(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    cur = _cursor(db)
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for mid, agent_id, read_at in cur.execute(
+            "SELECT r.message_id, r.agent_id, d.read_at FROM message_recipients r LEFT JOIN message_reads d"
+            f" ON d.message_id = r.message_id AND d.agent_id = r.agent_id WHERE r.message_id IN ({marks})"
+            " ORDER BY r.message_id, r.agent_id",
+            chunk,
+        ):
+            out[mid].append({"agent_id": agent_id, "read_at": read_at})
+    return out
 
 
 def build_messages(
@@ -110,43 +156,24 @@ def build_messages(
     ids = list(dict.fromkeys(message_ids))
     if not ids:
         return []
-    rows = {r[0]: r for r in _in(db, f"SELECT {_COLUMNS} FROM messages WHERE message_id IN ({{marks}})", ids)}
+    rows = _rows(db, ids, viewer)
     ids = [i for i in ids if i in rows]
-    scopes: dict[str, list[dict[str, str]]] = {i: [] for i in ids}
-    refs: dict[str, list[dict[str, str]]] = {i: [] for i in ids}
-    for mid, kind, typ, value in _scopes_refs(db, ids):
-        (scopes if kind == "s" else refs)[mid].append({"type": typ, "value": value})
-    mention_values = sorted({r["value"] for rs in refs.values() for r in rs if r["type"] == "mention"})
-    authors = sorted({rows[i][3] for i in ids})
-    agents = _agents(db, sorted(set(authors) | set(mention_values)))
-    roles = _roles(db, [v for v in mention_values if v not in agents])
-    read: set[str] = set()
-    if viewer is not None:
-        read = {
-            r[0]
-            for r in _in(
-                db,
-                "SELECT message_id FROM message_reads WHERE message_id IN ({marks}) AND agent_id=?",
-                ids,
-                viewer,
-            )
-        }
-    recipients: dict[str, list[dict[str, Any]]] = {}
-    if full or with_recipients:
-        recipients = {i: [] for i in ids}
-        for mid, agent_id, read_at in _in(
-            db,
-            "SELECT r.message_id, r.agent_id, d.read_at FROM message_recipients r LEFT JOIN message_reads d"
-            " ON d.message_id = r.message_id AND d.agent_id = r.agent_id WHERE r.message_id IN ({marks})"
-            " ORDER BY r.message_id, r.agent_id",
-            ids,
-        ):
-            recipients[mid].append({"agent_id": agent_id, "read_at": read_at})
+    loads = json.loads
+    parsed: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {}
+    mention_values: set[str] = set()
+    for mid in ids:
+        row = rows[mid]
+        scopes = loads(row[20]) if row[20] else _EMPTY
+        refs = loads(row[21]) if row[21] else _EMPTY
+        parsed[mid] = (scopes, refs)
+        mention_values.update(r["value"] for r in refs if r["type"] == "mention")
+    kinds, roles = _classify(db, mention_values)
+    recipients = _recipients(db, ids) if (full or with_recipients) else {}
     out: list[dict[str, Any]] = []
     for mid in ids:
         row = rows[mid]
+        scopes, refs = parsed[mid]
         author_id = row[3]
-        info = agents.get(author_id)
         msg: dict[str, Any] = {
             "message_id": mid,
             "thread_id": row[1],
@@ -155,20 +182,20 @@ def build_messages(
             "author": {
                 "agent_id": author_id,
                 "session_id": row[4],
-                "name": (info[0] or author_id) if info else author_id,
-                "role": (info[1] or None) if info else None,
-                "kind": info[2] if info else "agent",
+                "name": row[22] or author_id,
+                "role": row[23] or None,
+                "kind": row[24] or "agent",
             },
             "authored_by": row[14],
             "disclosed": bool(row[15]),
             "body": {"format": row[8], "content": row[9], "structured": row[10]},
-            "scopes": scopes[mid],
-            "refs": refs[mid],
-            "audiences": _audiences(row[16], scopes[mid], refs[mid], agents, roles),
+            "scopes": list(scopes),
+            "refs": list(refs),
+            "audiences": _audiences(row[16], scopes, refs, kinds, roles),
             "created_at": row[5],
             "updated_at": row[6],
             "deleted": bool(row[11]),
-            "is_read": None if viewer is None else (author_id == viewer or mid in read),
+            "is_read": None if viewer is None else (author_id == viewer or bool(row[25])),
         }
         if full:
             msg["recipients"] = recipients[mid]
@@ -180,18 +207,3 @@ def build_messages(
                 msg["recipients"] = recipients[mid]
         out.append(msg)
     return out
-
-
-def _scopes_refs(db: sqlite3.Connection, ids: Sequence[str]) -> list[Any]:
-    """``(message_id, "s"|"r", type, value)`` of the messages' scopes and refs, sorted by type and value."""
-    rows: list[Any] = []
-    for chunk in _chunks(ids, 400):
-        marks = ",".join("?" * len(chunk))
-        rows.extend(
-            db.execute(
-                f"SELECT message_id, 's', type, value FROM message_scopes WHERE message_id IN ({marks})"
-                f" UNION ALL SELECT message_id, 'r', type, value FROM message_refs WHERE message_id IN ({marks})",
-                (*chunk, *chunk),
-            ).fetchall()
-        )
-    return rows

@@ -14,15 +14,18 @@ below, answer "what is in agent A's inbox" without evaluating visibility
 ``inbox_counts``
     How many ``inbox`` rows each viewer has per combination of flags; kept
     exact by triggers, so inbox totals and unread counts are a few lookups.
-``star_days``
-    Live (not deleted) broadcast messages per UTC day.  Broadcasts and legacy
+``star_hours``
+    Live (not deleted) broadcast messages per hour.  Broadcasts and legacy
     unaddressed messages (``star = 1``) are visible to every agent registered
     at or before their creation, so they are never fanned out per agent: the
-    inbox count of broadcasts is a sum over days.
+    inbox count of broadcasts is a sum over hours.
 ``message_audience``
     The dynamic addresses of non-broadcast messages: ``m:<mention value>`` and
     ``g:<group name>`` with the creation instant, to recompute one agent's
     ``dyn`` rows when its role, registration or groups change.
+``messages.scopes_json`` / ``refs_json``
+    The message's scopes and refs as JSON arrays (sorted like the tables), so
+    a page of results is read with one query.
 ``vis_dirty``
     Agents whose ``dyn`` rows may be stale (filled by triggers on ``agents``
     and by the group reducers); processed inside the writer before the next
@@ -34,10 +37,10 @@ deletes SPEC rows (``agent.cleanup``, ``purge``) keeps them consistent.
 
 from __future__ import annotations
 
-__all__ = ["DAY_NS", "MESSAGE_MIGRATION_OWNER", "MESSAGE_STEPS"]
+__all__ = ["HOUR_NS", "MESSAGE_MIGRATION_OWNER", "MESSAGE_STEPS"]
 
 MESSAGE_MIGRATION_OWNER = "messages"
-DAY_NS = 86_400_000_000_000
+HOUR_NS = 3_600_000_000_000
 
 _TABLES = """
 CREATE TABLE messages (
@@ -67,7 +70,9 @@ CREATE TABLE messages (
     star INTEGER NOT NULL DEFAULT 0,
     thread_k TEXT,
     rcpt_count INTEGER NOT NULL DEFAULT 0,
-    read_count INTEGER NOT NULL DEFAULT 0
+    read_count INTEGER NOT NULL DEFAULT 0,
+    scopes_json TEXT,
+    refs_json TEXT
 );
 CREATE INDEX messages_created ON messages(created_ns, message_id);
 CREATE INDEX messages_author ON messages(agent_id, created_ns, message_id);
@@ -145,8 +150,8 @@ CREATE TABLE inbox_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (viewer, star, self, vis, deleted, read)
 ) WITHOUT ROWID;
-CREATE TABLE star_days (
-    day INTEGER PRIMARY KEY,
+CREATE TABLE star_hours (
+    hour INTEGER PRIMARY KEY,
     n INTEGER NOT NULL
 );
 CREATE TABLE vis_dirty (
@@ -174,19 +179,19 @@ CREATE TRIGGER inbox_count_upd AFTER UPDATE ON inbox BEGIN
     ON CONFLICT(viewer, star, self, vis, deleted, read) DO UPDATE SET n = n + 1;
 END;
 
-CREATE TRIGGER star_days_ins AFTER INSERT ON messages WHEN NEW.star = 1 AND NEW.deleted = 0 BEGIN
-    INSERT INTO star_days(day, n) VALUES (NEW.created_ns / 86400000000000, 1)
-    ON CONFLICT(day) DO UPDATE SET n = n + 1;
+CREATE TRIGGER star_hours_ins AFTER INSERT ON messages WHEN NEW.star = 1 AND NEW.deleted = 0 BEGIN
+    INSERT INTO star_hours(hour, n) VALUES (NEW.created_ns / 3600000000000, 1)
+    ON CONFLICT(hour) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER star_days_del AFTER DELETE ON messages WHEN OLD.star = 1 AND OLD.deleted = 0 BEGIN
-    UPDATE star_days SET n = n - 1 WHERE day = OLD.created_ns / 86400000000000;
+CREATE TRIGGER star_hours_del AFTER DELETE ON messages WHEN OLD.star = 1 AND OLD.deleted = 0 BEGIN
+    UPDATE star_hours SET n = n - 1 WHERE hour = OLD.created_ns / 3600000000000;
 END;
-CREATE TRIGGER star_days_upd AFTER UPDATE OF star, deleted, created_ns ON messages BEGIN
-    UPDATE star_days SET n = n - 1
-    WHERE OLD.star = 1 AND OLD.deleted = 0 AND day = OLD.created_ns / 86400000000000;
-    INSERT INTO star_days(day, n) SELECT NEW.created_ns / 86400000000000, 1
+CREATE TRIGGER star_hours_upd AFTER UPDATE OF star, deleted, created_ns ON messages BEGIN
+    UPDATE star_hours SET n = n - 1
+    WHERE OLD.star = 1 AND OLD.deleted = 0 AND hour = OLD.created_ns / 3600000000000;
+    INSERT INTO star_hours(hour, n) SELECT NEW.created_ns / 3600000000000, 1
     WHERE NEW.star = 1 AND NEW.deleted = 0
-    ON CONFLICT(day) DO UPDATE SET n = n + 1;
+    ON CONFLICT(hour) DO UPDATE SET n = n + 1;
 END;
 
 CREATE TRIGGER messages_deleted_flag AFTER UPDATE OF deleted ON messages WHEN OLD.deleted != NEW.deleted BEGIN
@@ -216,9 +221,6 @@ CREATE TRIGGER message_reads_del AFTER DELETE ON message_reads BEGIN
     UPDATE inbox SET read = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;
 END;
 
-CREATE TRIGGER message_recipients_ins AFTER INSERT ON message_recipients BEGIN
-    UPDATE messages SET rcpt_count = rcpt_count + 1 WHERE message_id = NEW.message_id;
-END;
 CREATE TRIGGER message_recipients_del AFTER DELETE ON message_recipients BEGIN
     UPDATE messages SET rcpt_count = rcpt_count - 1 WHERE message_id = OLD.message_id;
     UPDATE inbox SET rcpt = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;

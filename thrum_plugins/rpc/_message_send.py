@@ -113,7 +113,7 @@ def _role_agents(db: sqlite3.Connection, role: str) -> set[str]:
 
 
 def resolve_addresses(db: sqlite3.Connection, addresses: list[str], author: str) -> Resolved:
-    """Resolve addresses to scopes, refs and recipients (SPEC §9.6 step 3–4)."""
+    """Resolve addresses to scopes, refs and recipients (SPEC §9.6 steps 3 and 4)."""
     out = Resolved()
     has_agents = table_exists(db, "agents")
     has_groups = table_exists(db, "groups")
@@ -179,7 +179,8 @@ def parent_audience(db: sqlite3.Connection, parent: Any, caller: str) -> list[st
     if parent["agent_id"] != caller:
         addresses.append(parent["agent_id"])
     for typ, value in db.execute(
-        "SELECT type, value FROM message_refs WHERE message_id=? AND type IN ('mention', 'group') ORDER BY type, value",
+        "SELECT type, value FROM message_refs WHERE message_id=? AND type IN ('mention', 'group')"
+        " ORDER BY type, value",
         (parent["message_id"],),
     ):
         if value == caller:

@@ -121,14 +121,21 @@ class Audience:
 def audience_of(
     scopes: Sequence[tuple[str, str]], refs: Sequence[tuple[str, str]], recipients: Sequence[str]
 ) -> Audience:
-    """The audience of a message from its scopes, refs and recipients (SPEC §7.3, §7.4)."""
+    """The audience of a message from its scopes, refs and recipients (SPEC §7.3, §7.4).
+
+    A mention of a recipient's own id adds no key: the recipient sees the
+    message anyway, and ids never equal roles (SPEC §4), so the key would reach
+    nobody else.
+    """
     star = False
     keys: list[str] = []
     addressed = bool(recipients)
+    listed = set(recipients)
     for typ, value in refs:
         if typ == "mention":
             addressed = True
-            keys.append(f"m:{value}")
+            if value not in listed:
+                keys.append(f"m:{value}")
         elif typ == "group":
             addressed = True
             if value == "everyone":
@@ -255,7 +262,8 @@ def insert_viewers(
         "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
         " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,"
         " EXISTS(SELECT 1 FROM message_reads WHERE message_id=?2 AND agent_id=?1))"
-        " ON CONFLICT(viewer, message_id) DO UPDATE SET self=excluded.self, rcpt=excluded.rcpt, dyn=excluded.dyn",
+        " ON CONFLICT(viewer, message_id) DO UPDATE SET"
+        " self=excluded.self, rcpt=excluded.rcpt, dyn=excluded.dyn",
         [(v, message_id, created_ns, s, f[0], f[1], f[2], deleted) for v, f in viewers.items()],
     )
 

@@ -158,7 +158,8 @@ async def send(p: SendParams, ctx: CallContext) -> dict[str, Any]:
 
 def _own_message(db: sqlite3.Connection, message_id: str, caller: str) -> Any:
     row = db.execute(
-        "SELECT message_id, agent_id, authored_by, deleted, body_format, body_content, body_structured, edit_count"
+        "SELECT message_id, agent_id, authored_by, deleted, body_format, body_content, body_structured,"
+        " edit_count"
         " FROM messages WHERE message_id=?",
         (message_id,),
     ).fetchone()
@@ -225,7 +226,8 @@ def _visible_ids(db: sqlite3.Connection, ids: list[str], reader_id: str) -> set[
         out.update(
             r[0]
             for r in db.execute(
-                f"SELECT m.message_id FROM messages m WHERE m.message_id IN ({','.join(names)}) AND {visible_to('m')}",
+                f"SELECT m.message_id FROM messages m WHERE m.message_id IN ({','.join(names)})"
+                f" AND {visible_to('m')}",
                 params,
             )
         )

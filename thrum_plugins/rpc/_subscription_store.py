@@ -97,7 +97,8 @@ class SubscriptionIndex:
         self.by_session.clear()
         has_sessions = table_exists(db, "sessions")
         sql = (
-            "SELECT s.id, s.session_id, coalesce(x.agent_id, ''), s.connection_id, s.scope_type, s.scope_value,"
+            "SELECT s.id, s.session_id, coalesce(x.agent_id, ''), s.connection_id, s.scope_type,"
+            " s.scope_value,"
             ' s.mention_role, s."all", s.created_at FROM subscriptions s LEFT JOIN sessions x'
             " ON x.session_id = s.session_id ORDER BY s.id"
             if has_sessions

@@ -156,6 +156,8 @@ async def agent_register(params: RegisterParams, ctx: CallContext) -> dict[str, 
     if worktree is not None and not os.path.isabs(worktree):
         raise InvalidParams("worktree", "must be an absolute path")
     host = params.hostname or hostname()
+    if worktree is not None and host == hostname() and not os.path.isdir(worktree):
+        raise InvalidParams("worktree", f"no such directory on this host: {worktree}")
 
     async with _register_lock(kernel):
         db = reader(kernel)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Any, Literal
 
+import trio
 from pydantic import Field, field_validator
 
 from thrum_core.errors import Conflict, InvalidParams, NotFound, PermissionDenied
@@ -25,6 +27,7 @@ from thrum_plugins.rpc._agent_ops import (
     session_worktree,
 )
 from thrum_plugins.rpc._agent_queries import (
+    View,
     agent_rows,
     list_sessions,
     session_row,
@@ -33,6 +36,7 @@ from thrum_plugins.rpc._agent_queries import (
 )
 from thrum_plugins.rpc._agent_state import (
     extract_live,
+    plugin_state,
     presence,
     reader,
     store_git_contexts,
@@ -95,17 +99,6 @@ def _detach(kernel: Kernel, session_id: str) -> None:
         conn.session_id = None
 
 
-async def _drop_subscriptions(kernel: Kernel, session_ids: list[str]) -> None:
-    def drop(conn: sqlite3.Connection) -> None:
-        try:
-            conn.executemany("DELETE FROM subscriptions WHERE session_id=?", [(s,) for s in session_ids])
-        except sqlite3.OperationalError:
-            pass  # no subscriptions plugin
-
-    if session_ids:
-        await write_local(kernel, drop)
-
-
 def _start_agent(ctx: CallContext, requested: str | None) -> str:
     asserted = ctx.caller_agent_id
     conn = ctx.connection
@@ -122,21 +115,18 @@ def _start_agent(ctx: CallContext, requested: str | None) -> str:
     return agent_id
 
 
-async def session_start(params: StartParams, ctx: CallContext) -> dict[str, Any]:
-    """End the agent's open sessions, start a new one and attach this connection (SPEC §9.5)."""
-    kernel = ctx.kernel
-    agent_id = _start_agent(ctx, params.agent_id)
-    if params.worktree is not None and not params.worktree.startswith("/"):
-        raise InvalidParams("worktree", "must be an absolute path")
-    db = reader(kernel)
-    rows = agent_rows(db, agent_ids=[agent_id])
-    if not rows:
-        raise PermissionDenied(
-            "not_registered",
-            f"agent {agent_id!r} is not registered (run thrum agent register or thrum quickstart first)",
-        )
-    agent = rows[0]
-    view = view_for(kernel)
+def _start_lock(kernel: Kernel) -> trio.Lock:
+    state = plugin_state(kernel)
+    lock: trio.Lock | None = state.get("session_start_lock")
+    if lock is None:
+        lock = state["session_start_lock"] = trio.Lock()
+    return lock
+
+
+def _plan_start(
+    db: sqlite3.Connection, view: View, agent_id: str
+) -> tuple[list[dict[str, str]], list[dict[str, Any]], str]:
+    """``(ended sessions, events, new session id)``: end every open session, then start a new one."""
     events: list[dict[str, Any]] = []
     ended: list[dict[str, str]] = []
     open_rows = db.execute(
@@ -156,17 +146,40 @@ async def session_start(params: StartParams, ctx: CallContext) -> dict[str, Any]
         ended.append({"session_id": old["session_id"], "reason": reason})
     session_id = new_session_id()
     events.append({"type": "agent.session.start", "session_id": session_id, "agent_id": agent_id})
+    return ended, events, session_id
 
+
+async def session_start(params: StartParams, ctx: CallContext) -> dict[str, Any]:
+    """End the agent's open sessions, start a new one and attach this connection (SPEC §9.5)."""
+    kernel = ctx.kernel
+    agent_id = _start_agent(ctx, params.agent_id)
+    if params.worktree is not None and not os.path.isabs(params.worktree):
+        raise InvalidParams("worktree", "must be an absolute path")
+    if params.worktree is not None and not os.path.isdir(params.worktree):
+        raise InvalidParams("worktree", f"no such directory on this host: {params.worktree}")
+    db = reader(kernel)
+    rows = agent_rows(db, agent_ids=[agent_id])
+    if not rows:
+        raise PermissionDenied(
+            "not_registered",
+            f"agent {agent_id!r} is not registered (run thrum agent register or thrum quickstart first)",
+        )
+    agent = rows[0]
     worktree = params.worktree or agent["worktree"] or None
     fields: dict[str, Any] = {}
     if worktree and worktree_on_host(worktree):
         fields = (await extract_live([worktree])).get(worktree, {})
 
-    stored = await kernel.emit(events, ctx=ctx)
+    # Reading the open sessions and emitting the new start is one step: two concurrent starts of the
+    # same agent must not both leave a session open.
+    async with _start_lock(kernel):
+        ended, events, session_id = _plan_start(reader(kernel), view_for(kernel), agent_id)
+        stored = await kernel.emit(events, ctx=ctx)
     started_at = format_ts(stored[-1].ts_ns)
+    # Subscriptions of ended sessions are dropped by the subscriptions plugin, which observes
+    # agent.session.end (SPEC §10.1).
     for old in ended:
         _detach(kernel, old["session_id"])
-    await _drop_subscriptions(kernel, [e["session_id"] for e in ended])
 
     added = now_ts()
 
@@ -240,7 +253,6 @@ async def session_end(params: EndParams, ctx: CallContext) -> dict[str, Any]:
     stored = await kernel.emit(events, ctx=ctx)
     ended_ns = stored[0].ts_ns
     _detach(kernel, session_id)
-    await _drop_subscriptions(kernel, [session_id])
     started = parse_ts_ns(row["started_at"])
     return {
         "session_id": session_id,

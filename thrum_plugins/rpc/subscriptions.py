@@ -94,7 +94,8 @@ async def subscribe(p: SubscribeParams, ctx: CallContext) -> dict[str, Any]:
 
     def insert(db: Any) -> int:
         cur = db.execute(
-            'INSERT INTO subscriptions(session_id, connection_id, scope_type, scope_value, mention_role, "all",'
+            "INSERT INTO subscriptions(session_id, connection_id, scope_type, scope_value, mention_role,"
+            ' "all",'
             " created_at) VALUES (?,?,?,?,?,?,?)",
             (session_id, connection_id, scope[0], scope[1], mention, 1 if p.all else 0, created_at),
         )

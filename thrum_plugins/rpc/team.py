@@ -66,7 +66,9 @@ async def inbox_counts(kernel: Kernel, agent_ids: Sequence[str]) -> Mapping[str,
         return {}
 
 
-async def members(kernel: Kernel, *, include_offline: bool = False, role: str | None = None) -> list[dict[str, Any]]:
+async def members(
+    kernel: Kernel, *, include_offline: bool = False, role: str | None = None
+) -> list[dict[str, Any]]:
     """TeamMembers of ``kernel``'s projection (also used by ``context.prime``)."""
     found = team_members(reader(kernel), view_for(kernel), include_offline=include_offline, role=role)
     counts = await inbox_counts(kernel, [m["agent_id"] for m in found])

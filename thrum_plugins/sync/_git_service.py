@@ -244,6 +244,12 @@ class CycleReport:
     skipped: str | None = None
     started_at: str | None = None
     seconds: float = 0.0
+    #: seconds per step (fetch, merge, project, commit, push; summed over attempts)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, step: str, seconds: float) -> None:
+        """Add ``seconds`` to the time spent in ``step``."""
+        self.timings[step] = self.timings.get(step, 0.0) + seconds
 
     def to_json(self) -> dict[str, Any]:
         """``{fetched, new_events, files_merged, commit, pushed, attempts, error}``."""
@@ -273,6 +279,7 @@ class _LocalResult:
     commit: engine.CommitResult | None
     merge_error: str | None = None
     commit_error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -373,7 +380,7 @@ class GitSyncService:
             self.worktree_error = None
             self.head = self._read_head()
         except Exception as exc:  # a broken repository must not stop the daemon
-            self.worktree_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            self.worktree_error = str(exc) or type(exc).__name__
             result["error"] = self.worktree_error
             log.error("git sync disabled: the sync worktree could not be prepared: %s", self.worktree_error)
         self.prepared = result
@@ -549,21 +556,28 @@ class GitSyncService:
         """Steps 3 to 5 inside the writer: merge ``tip``, project the new events, commit."""
         result = _LocalResult(None, 0, None)
         commit_tip = tip
+        clock = time.perf_counter
         if tip is not None:
             try:
+                t = clock()
                 merge = engine.merge_worktree(
                     self.repo_path, self.sync_dir, tip, tombstones=self._tombstone_hook
                 )
                 result.merge = merge
+                result.timings["merge"] = clock() - t
                 if merge.changed or merge.deleted:
+                    t = clock()
                     result.new_events = len(self.store.catch_up_now(source="sync"))
+                    result.timings["project"] = clock() - t
             except Exception as exc:
                 # Never commit on top of a remote tip whose files were not merged.
                 result.merge_error = f"merge failed: {exc}"
                 commit_tip = None
                 log.exception("git sync merge failed")
         try:
+            t = clock()
             result.commit = engine.commit_worktree(self.repo_path, self.sync_dir, commit_tip, message)
+            result.timings["commit"] = clock() - t
         except Exception as exc:
             result.commit_error = f"commit failed: {exc}"
             log.exception("git sync commit failed")
@@ -573,12 +587,32 @@ class GitSyncService:
         return await self.store.run_exclusive(lambda: self._local_steps(tip, message))
 
     async def _finish_local_on_shutdown(self) -> None:
-        """A cancelled cycle still commits what is on disk (no network), when the writer allows."""
+        """A cycle cancelled by shutdown still commits what is on disk (no network call, <= 10 s).
+
+        The kernel stops the writer right after cancelling the services: while
+        it drains, exclusive jobs are refused; once it has stopped nothing else
+        writes the sync dir and :meth:`EventStore.run_exclusive` runs the job
+        in a worker thread.
+        """
+        from thrum_core.errors import InternalError
+
         with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_LOCAL_STEPS_S):
-            try:
-                await self._local(None)
-            except Exception as exc:
-                log.info("local sync steps skipped at shutdown: %s", exc)
+            while True:
+                try:
+                    local = await self._local(None)
+                except InternalError:
+                    if self.kernel.store is None:
+                        return
+                    await trio.sleep(0.01)  # the writer is draining
+                    continue
+                except Exception as exc:
+                    log.info("local sync steps skipped at shutdown: %s", exc)
+                    return
+                if local.commit is not None:
+                    self.head = str(local.commit.head)
+                    if local.commit.commit is not None:
+                        log.info("committed local events at shutdown (%s)", local.commit.commit)
+                return
 
     async def _cycle(self, reason: str) -> CycleReport:
         report = CycleReport(started_at=_now_ts())
@@ -614,7 +648,13 @@ class GitSyncService:
         else:
             self.last_error = report.error
             self._publish("error")
-        log.debug("sync cycle (%s): %s in %.3f s", reason, report.to_json(), report.seconds)
+        log.debug(
+            "sync cycle (%s): %s in %.3f s (%s)",
+            reason,
+            report.to_json(),
+            report.seconds,
+            ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in report.timings.items()),
+        )
         return report
 
     async def _cycle_steps(self, report: CycleReport) -> None:
@@ -626,20 +666,26 @@ class GitSyncService:
             fetched = False
             has_remote = False
             if network:
+                t = time.perf_counter()
                 try:
                     res = await trio.to_thread.run_sync(self._fetch, abandon_on_cancel=True)
                 except trio.Cancelled:
                     await self._finish_local_on_shutdown()
                     raise
-                except engine.SyncGitError as exc:
-                    error = str(exc)
+                except Exception as exc:  # SyncGitError, or a broken repository configuration
+                    error = str(exc) or type(exc).__name__
                     log.warning("git sync fetch failed: %s", error)
                 else:
                     has_remote = res is not None
                     fetched = has_remote
                     tip = res.tip if res is not None else None
                     report.fetched = report.fetched or fetched
+                report.add_time("fetch", time.perf_counter() - t)
+            t = time.perf_counter()
             local = await self._local(tip if fetched else None)
+            report.add_time("local", time.perf_counter() - t)
+            for step, seconds in local.timings.items():
+                report.add_time(step, seconds)
             if local.merge is not None:
                 report.files_merged += local.merge.files_merged
             report.new_events += local.new_events
@@ -659,10 +705,9 @@ class GitSyncService:
             if local.commit is not None and tip is not None and local.commit.head == tip:
                 report.in_sync = True  # nothing to push
                 break
-            try:
-                pushed = await trio.to_thread.run_sync(self._push, abandon_on_cancel=True)
-            except trio.Cancelled:
-                raise
+            t = time.perf_counter()
+            pushed = await trio.to_thread.run_sync(self._push, abandon_on_cancel=True)
+            report.add_time("push", time.perf_counter() - t)
             if pushed.status == "ok":
                 report.pushed = True
                 report.in_sync = True

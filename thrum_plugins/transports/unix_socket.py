@@ -5,17 +5,21 @@ executed concurrently (at most 64 in flight) and answered as they complete;
 server-pushed notifications interleave; a line over 4 MiB is answered with
 -32600 and skipped without being buffered, and the connection stays usable.
 
-Performance notes.  The transport drives non-blocking stdlib sockets with
-``trio.lowlevel.wait_readable``/``wait_writable`` instead of
-``trio.SocketStream``: every stream call costs extra scheduler round trips
-(checkpoints before and after the syscall), and on the hot path those
-dominate.  A reply is written straight from the task that computed it when
-nothing else is queued and it is the only request in flight (the
-request/response case); otherwise it is appended to the connection's
-outbound buffer and a writer task sends everything queued with one syscall
-(pipelined clients, notifications, a peer that reads slowly).  Idle
-connections are closed by one sweeper task per listener rather than a
-timeout scope around every receive.
+Performance notes (the request/response round trip is the daemon's hot path):
+
+* Non-blocking stdlib sockets driven with ``trio.lowlevel.wait_readable`` /
+  ``wait_writable`` instead of ``trio.SocketStream``, whose every call costs
+  extra trips through the scheduler.
+* Requests run inline in the reader task; only a request that suspends gets
+  a task of its own, by handing the reading role to a new task just before
+  it first suspends (see ``_read_lines``).  The reader task's cancel scope
+  is lent to the request it runs, so a request needs no scope of its own
+  (:class:`~thrum_core.rpc.dispatcher.LentScope`).
+* A reply is written straight from the task that computed it when nothing
+  is queued; replies of a run of pipelined requests are sent together at
+  the end of the chunk; a writer task drains what the socket did not take.
+* Idle connections are closed by one sweeper per listener rather than a
+  timeout scope around every receive.
 """
 
 from __future__ import annotations

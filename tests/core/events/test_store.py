@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -120,6 +122,8 @@ async def test_concurrent_submissions_share_fsyncs(running: EventStore, paths: T
     assert len(stamps) == 200 and all(a < b for a, b in itertools.pairwise(stamps))
     assert running.stats()["states"]["applied"] == 200
     assert len(dump_tables(running.reader())["p_test_notes"]) == 200
+    seqs = dict(running.reader().execute("SELECT event_id, seq FROM events").fetchall())
+    assert {e.event_id: e.seq for e in results} == seqs
 
 
 async def test_one_invalid_submission_does_not_fail_the_batch(running: EventStore) -> None:
@@ -270,20 +274,59 @@ async def test_append_failure_errors_the_batch_and_leaves_sqlite_alone(
     assert [r.state for r in res] == ["applied", "applied"]
 
 
-async def test_projection_failure_is_degraded_then_recovers(running: EventStore, paths: ThrumPaths) -> None:
-    FAIL["on"] = True
+async def test_fsync_failure_rolls_back_the_files_and_the_projection(
+    running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An I/O error from fdatasync cannot be provoked on a healthy disk; inject
+    # it at the OS call.  The batch is projected (uncommitted) while the fsync
+    # runs, so this also checks that the projection is rolled back.
+    await running.submit([note("before")])
+    before = (paths.sync_dir / "messages" / "alice.jsonl").read_bytes()
+    tables = dump_tables(running.reader())
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
     with pytest.raises(ThrumError) as info:
-        await running.submit([note("n1")])
+        await running.submit([note("lost"), note("lost2", author="bob")])
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert info.value.code == INTERNAL_ERROR and info.value.data == {"durable": False}
+    assert (paths.sync_dir / "messages" / "alice.jsonl").read_bytes() == before
+    assert not (paths.sync_dir / "messages" / "bob.jsonl").exists()
+    assert dump_tables(running.reader()) == tables
+    assert running.stats()["events"] == 1 and not running.degraded
+    (ev,) = await running.submit([note("after")])
+    assert ev.state == "applied" and ev.seq == 2
+
+
+async def test_projection_failure_is_degraded_then_recovers(running: EventStore, paths: ThrumPaths) -> None:
+    conn = running.projection.conn
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # the database is "full"
+    with pytest.raises(ThrumError) as info:
+        await running.submit([note("n1", text="x" * 100_000)])
     assert info.value.code == INTERNAL_ERROR
     assert info.value.data is not None and info.value.data["durable"] is True
     (eid,) = info.value.data["event_ids"]
     assert running.degraded and running.stats()["degraded"]
     assert len(file_lines(paths, "messages/alice.jsonl")) == 1  # durable
-    FAIL["on"] = False
+    conn.execute("PRAGMA max_page_count = 1073741823")
     (ev,) = await running.submit([note("n2")])
     assert ev.state == "applied" and not running.degraded
     assert row(running, eid)[1] == "applied"  # the earlier event was caught up
     assert [r[0] for r in dump_tables(running.reader())["p_test_notes"]] == ["n1", "n2"]
+
+
+async def test_a_failing_reducer_marks_its_event_invalid_only(running: EventStore) -> None:
+    FAIL["on"] = True  # the note reducer runs a statement on a missing table
+    (bad,) = await running.submit([note("n1")])
+    FAIL["on"] = False
+    (good,) = await running.submit([note("n2")])
+    assert (bad.state, good.state) == ("invalid", "applied")
+    assert not running.degraded
+    assert [r[0] for r in dump_tables(running.reader())["p_test_notes"]] == ["n2"]
 
 
 async def test_shutdown_drains_the_queue(store: EventStore) -> None:

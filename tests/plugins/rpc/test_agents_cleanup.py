@@ -252,3 +252,50 @@ async def test_rebuild_gives_the_same_answers(rpc_client: AsyncClient, thrum_ker
     await store.run_exclusive(store.rebuild)
     after = await snapshot(rpc_client)
     assert after == before
+
+
+@pytest.mark.thrum_builtins(
+    "rpc.health",
+    "transports.unix_socket",
+    "rpc.agents",
+    "rpc.sessions",
+    "rpc.team",
+    "rpc.context",
+    "rpc.messages",
+    "rpc.groups",
+)
+async def test_delete_with_messages_receipts_and_groups(
+    rpc_client: AsyncClient, thrum_kernel: Kernel
+) -> None:
+    for name in ("xavier", "yolanda"):
+        await rpc_client.call("agent.register", {"name": name, "role": f"role_{name}", "module": "m"})
+        await start_session(rpc_client, name)
+    x, y = {"caller_agent_id": "xavier"}, {"caller_agent_id": "yolanda"}
+    from_x = await rpc_client.call("message.send", {**x, "content": "from x", "to": "@yolanda"})
+    to_x = await rpc_client.call("message.send", {**y, "content": "to x", "to": "@xavier"})
+    await rpc_client.call("message.markRead", {**y, "message_ids": [from_x["message_id"]]})
+    await rpc_client.call("message.markRead", {**x, "message_ids": [to_x["message_id"]]})
+    await rpc_client.call("group.create", {**y, "name": "crew"})
+    await rpc_client.call("group.member.add", {**y, "group": "crew", "member": "xavier"})
+    await rpc_client.call("group.member.add", {**y, "group": "crew", "member": "yolanda"})
+
+    await rpc_client.call("agent.delete", {"name": "xavier"})
+
+    inbox = await rpc_client.call("message.list", {"for_agent": "yolanda"})
+    assert [m["message_id"] for m in inbox["messages"]] == [to_x["message_id"]]  # messages to X stay
+    kept = (await rpc_client.call("message.get", {"message_id": to_x["message_id"]}))["message"]
+    assert all(r["read_at"] is None for r in kept["recipients"])  # X's receipt is gone
+    err = await error_of(rpc_client, "message.get", {"message_id": from_x["message_id"]})
+    assert err.code == -32001
+    members = (await rpc_client.call("group.members", {"name": "crew"}))["members"]
+    assert members == [{"member_type": "agent", "member_value": "yolanda"}]
+    lines = all_lines(thrum_kernel)
+    assert not [e for e in lines if e.get("message_id") == from_x["message_id"]]
+    assert not [e for e in lines if e["type"] == "message.receipt" and e["agent_id"] == "xavier"]
+
+    store = thrum_kernel.store
+    assert store is not None
+    before = (await rpc_client.call("message.list", {"for_agent": "yolanda"}))["messages"]
+    await store.run_exclusive(store.rebuild)
+    assert (await rpc_client.call("message.list", {"for_agent": "yolanda"}))["messages"] == before
+    assert (await rpc_client.call("group.members", {"name": "crew"}))["members"] == members

@@ -127,6 +127,7 @@ async def test_in_use_elsewhere_conflicts(
         ({"name": "ok", "role": "r", "module": "Mod"}, "module"),
         ({"name": "ok", "role": "r", "module": "m", "display": "a\x01b"}, "display"),
         ({"name": "ok", "role": "r", "module": "m", "worktree": "relative/path"}, "worktree"),
+        ({"name": "ok", "role": "r", "module": "m", "worktree": "/no/such/worktree/anywhere"}, "worktree"),
         ({"name": "ok", "role": "r"}, "module"),
         ({"name": "ok", "role": "r", "module": "m", "force": "yes"}, "force"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,7 +39,7 @@ async def error(client: AsyncClient, method: str, **params: Any) -> ThrumError:
 
 
 def group_events(kernel: Kernel) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for path in sorted(kernel.paths.sync_dir.rglob("*.jsonl")):
         out.extend(json.loads(line) for line in path.read_text().splitlines() if line)
     return [e for e in out if e["type"].startswith("group.")]
@@ -84,16 +85,16 @@ async def test_create_errors_and_namespace(admin: AsyncClient, thrum_kernel: Ker
     }
     for name, (code, reason) in cases.items():
         err = await error(admin, "group.create", name=name)
-        assert (err.code, err.data["reason"]) == (code, reason), name
+        assert (err.code, (err.data or {})["reason"]) == (code, reason), name
     for bad in ("Team", "-x", "a b", "everyone", "system", "", "x" * 65):
         err = await error(admin, "group.create", name=bad)
         assert err.code == -32602, bad
     err = await error(admin, "group.create", name="ok", description="d" * 501)
-    assert err.code == -32602 and err.data["field"] == "description"
+    assert err.code == -32602 and (err.data or {})["field"] == "description"
     err = await error(admin, "group.delete", name="everyone")
-    assert err.code == -32003 and err.data["reason"] == "builtin"
+    assert err.code == -32003 and (err.data or {})["reason"] == "builtin"
     err = await error(admin, "group.delete", name="nope")
-    assert err.code == -32001 and err.data["kind"] == "group"
+    assert err.code == -32001 and (err.data or {})["kind"] == "group"
     with pytest.raises(ThrumError) as info:
         await admin.call("group.create", {"name": "anon"})
     assert info.value.code == -32002
@@ -112,7 +113,10 @@ async def test_members_add_remove_and_expand(admin: AsyncClient, thrum_kernel: K
     members = await admin.call("group.members", {"name": "outer", "expand": True})
     assert members == {
         "name": "outer",
-        "members": [{"member_type": "agent", "member_value": "dave"}, {"member_type": "group", "member_value": "inner"}],
+        "members": [
+            {"member_type": "agent", "member_value": "dave"},
+            {"member_type": "group", "member_value": "inner"},
+        ],
         "expanded": ["alice", "bob", "dave"],
     }
     assert "expanded" not in await admin.call("group.members", {"name": "outer"})
@@ -153,7 +157,7 @@ async def test_member_errors_cycles_and_builtin(admin: AsyncClient, thrum_kernel
         err = await error(admin, "group.member.add", **params)
         assert err.code == code, params
         if key is not None:
-            assert key in (err.data.get("reason"), err.data.get("kind")), params
+            assert key in ((err.data or {}).get("reason"), (err.data or {}).get("kind")), params
     assert len(group_events(thrum_kernel)) == before
 
 
@@ -163,19 +167,34 @@ async def test_nested_expansion_stops_on_cycles_and_depth(admin: AsyncClient, th
     events: list[dict[str, Any]] = [
         {"type": "group.create", "group_id": f"grp_{n}", "name": n, "created_by": "alice"} for n in names
     ]
-    for parent, child in zip(names, names[1:], strict=False):
+    for parent, child in itertools.pairwise(names):
         events.append(
-            {"type": "group.member.add", "group_id": f"grp_{parent}", "member_type": "group",
-             "member_value": child, "added_by": "alice"}
+            {
+                "type": "group.member.add",
+                "group_id": f"grp_{parent}",
+                "member_type": "group",
+                "member_value": child,
+                "added_by": "alice",
+            }
         )
     events.append(
-        {"type": "group.member.add", "group_id": "grp_g2", "member_type": "group", "member_value": "g0",
-         "added_by": "alice"}
+        {
+            "type": "group.member.add",
+            "group_id": "grp_g2",
+            "member_type": "group",
+            "member_value": "g0",
+            "added_by": "alice",
+        }
     )  # a cycle g0 → g1 → g2 → g0
     for n, agent in (("g5", "bob"), ("g10", "carol"), ("g12", "dave")):
         events.append(
-            {"type": "group.member.add", "group_id": f"grp_{n}", "member_type": "agent", "member_value": agent,
-             "added_by": "alice"}
+            {
+                "type": "group.member.add",
+                "group_id": f"grp_{n}",
+                "member_type": "agent",
+                "member_value": agent,
+                "added_by": "alice",
+            }
         )
     await thrum_kernel.emit(events)
     expanded = (await admin.call("group.members", {"name": "g0", "expand": True}))["expanded"]
@@ -184,16 +203,40 @@ async def test_nested_expansion_stops_on_cycles_and_depth(admin: AsyncClient, th
 
 async def test_concurrent_same_name_creates_merge(admin: AsyncClient, thrum_kernel: Kernel) -> None:
     """Two clones create "ops" at once: the earlier create is canonical and members of both apply to it."""
-    later = {"type": "group.create", "group_id": "grp_LATER", "name": "ops", "created_by": "bob",
-             "timestamp": "2026-01-01T00:00:02.000000Z", "event_id": "evt_later"}
-    member_of_later = {"type": "group.member.add", "group_id": "grp_LATER", "member_type": "agent",
-                       "member_value": "carol", "added_by": "bob", "timestamp": "2026-01-01T00:00:03.000000Z",
-                       "event_id": "evt_m1"}
-    earlier = {"type": "group.create", "group_id": "grp_EARLY", "name": "ops", "created_by": "alice",
-               "timestamp": "2026-01-01T00:00:01.000000Z", "event_id": "evt_early"}
-    member_of_earlier = {"type": "group.member.add", "group_id": "grp_EARLY", "member_type": "agent",
-                         "member_value": "dave", "added_by": "alice", "timestamp": "2026-01-01T00:00:04.000000Z",
-                         "event_id": "evt_m2"}
+    later = {
+        "type": "group.create",
+        "group_id": "grp_LATER",
+        "name": "ops",
+        "created_by": "bob",
+        "timestamp": "2026-01-01T00:00:02.000000Z",
+        "event_id": "evt_later",
+    }
+    member_of_later = {
+        "type": "group.member.add",
+        "group_id": "grp_LATER",
+        "member_type": "agent",
+        "member_value": "carol",
+        "added_by": "bob",
+        "timestamp": "2026-01-01T00:00:03.000000Z",
+        "event_id": "evt_m1",
+    }
+    earlier = {
+        "type": "group.create",
+        "group_id": "grp_EARLY",
+        "name": "ops",
+        "created_by": "alice",
+        "timestamp": "2026-01-01T00:00:01.000000Z",
+        "event_id": "evt_early",
+    }
+    member_of_earlier = {
+        "type": "group.member.add",
+        "group_id": "grp_EARLY",
+        "member_type": "agent",
+        "member_value": "dave",
+        "added_by": "alice",
+        "timestamp": "2026-01-01T00:00:04.000000Z",
+        "event_id": "evt_m2",
+    }
     await thrum_kernel.emit([later, member_of_later], source="sync")
     await thrum_kernel.emit([earlier, member_of_earlier], source="sync")
     groups = [g for g in (await admin.call("group.list"))["groups"] if g["name"] == "ops"]
@@ -205,24 +248,40 @@ async def test_concurrent_same_name_creates_merge(admin: AsyncClient, thrum_kern
 
 
 async def test_member_before_group_waits_pending(admin: AsyncClient, thrum_kernel: Kernel) -> None:
-    member = {"type": "group.member.add", "group_id": "grp_LATE", "member_type": "agent", "member_value": "bob",
-              "added_by": "alice", "timestamp": "2026-01-01T00:00:05.000000Z", "event_id": "evt_member"}
-    create = {"type": "group.create", "group_id": "grp_LATE", "name": "late", "created_by": "alice",
-              "timestamp": "2026-01-01T00:00:01.000000Z", "event_id": "evt_create"}
+    member = {
+        "type": "group.member.add",
+        "group_id": "grp_LATE",
+        "member_type": "agent",
+        "member_value": "bob",
+        "added_by": "alice",
+        "timestamp": "2026-01-01T00:00:05.000000Z",
+        "event_id": "evt_member",
+    }
+    create = {
+        "type": "group.create",
+        "group_id": "grp_LATE",
+        "name": "late",
+        "created_by": "alice",
+        "timestamp": "2026-01-01T00:00:01.000000Z",
+        "event_id": "evt_create",
+    }
     stored = await thrum_kernel.emit([member], source="sync")
     assert stored[0].state == "pending"
     await thrum_kernel.emit([create], source="sync")
     assert (await admin.call("group.members", {"name": "late", "expand": True}))["expanded"] == ["bob"]
 
 
-async def test_group_visibility_follows_membership(admin: AsyncClient, thrum_kernel: Kernel,
-                                                   rpc_client_factory: Factory) -> None:
-    """A new member sees earlier group messages (created after it registered); a removed one no longer does."""
+async def test_group_visibility_follows_membership(
+    admin: AsyncClient, thrum_kernel: Kernel, rpc_client_factory: Factory
+) -> None:
+    """A new member sees earlier group messages (created after it registered); a removed one does not."""
     alice = await rpc_client_factory()
     await alice.call("session.start", {"agent_id": "alice", "caller_agent_id": "alice"})
     await call(admin, "group.create", name="squad")
     await call(admin, "group.member.add", group="squad", member="bob")
-    sent = await alice.call("message.send", {"content": "squad news", "to": "@squad", "caller_agent_id": "alice"})
+    sent = await alice.call(
+        "message.send", {"content": "squad news", "to": "@squad", "caller_agent_id": "alice"}
+    )
     assert sent["recipients"] == ["bob"]
 
     async def inbox(agent: str) -> list[str]:

@@ -146,7 +146,11 @@ async def test_unknown_recipient_rejects_whole_call_and_stores_nothing(team: Tea
         ({"content": "x", "to": "@bob", "scopes": [{"type": "Bad", "value": "v"}]}, -32602, "scopes.0.type"),
         ({"content": "x", "to": "@bob", "scopes": [{"type": "t", "value": ""}]}, -32602, "scopes.0.value"),
         ({"content": "x", "to": "@bob", "tags": [f"t{i}" for i in range(17)]}, -32602, "tags"),
-        ({"content": "x", "to": "@bob", "refs": [{"type": "t", "value": str(i)} for i in range(33)]}, -32602, "refs"),
+        (
+            {"content": "x", "to": "@bob", "refs": [{"type": "t", "value": str(i)} for i in range(33)]},
+            -32602,
+            "refs",
+        ),
         ({"content": "x", "to": "@bob", "bogus": 1}, -32602, "bogus"),
         ({"content": 5, "to": "@bob"}, -32602, "content"),
         ({"content": "x", "to": "@bob", "broadcast": "yes"}, -32602, "broadcast"),
@@ -161,7 +165,7 @@ async def test_bad_send_input_is_refused_and_nothing_stored(
     err = await team["alice"].error("message.send", params)
     assert err.code == code, err
     if field is not None:
-        assert err.data is not None and err.data["field"] == field
+        assert err.data is not None and (err.data or {})["field"] == field
     assert stored_events(team.kernel, "message.create") == []
 
 
@@ -181,7 +185,9 @@ async def test_send_needs_a_session(thrum_kernel: Kernel, rpc_client_factory: Fa
     client = await rpc_client_factory()
     await client.call("agent.register", {"name": "nosession", "role": "r", "module": "m"})
     with pytest.raises(ThrumError) as info:
-        await client.call("message.send", {"content": "x", "to": "@nosession", "caller_agent_id": "nosession"})
+        await client.call(
+            "message.send", {"content": "x", "to": "@nosession", "caller_agent_id": "nosession"}
+        )
     assert info.value.code == -32002 and info.value.data == {"reason": "no_session"}
 
 
@@ -279,13 +285,13 @@ async def test_list_filters(team: Team) -> None:
     assert [m["message_id"] for m in unread["messages"]] == [e, d, c]
     assert unread["total"] == 3 and unread["unread"] == 3
     err = await bob.error("message.list", {"created_after": "yesterday"})
-    assert err.code == -32602 and err.data["field"] == "created_after"
+    assert err.code == -32602 and (err.data or {})["field"] == "created_after"
     err = await bob.error("message.list", {"page_size": 101})
-    assert err.code == -32602 and err.data["field"] == "page_size"
+    assert err.code == -32602 and (err.data or {})["field"] == "page_size"
     anon = await _anonymous(team)
     with pytest.raises(ThrumError) as info:
         await anon.call("message.list", {"unread": True})
-    assert info.value.code == -32602 and info.value.data["field"] == "unread"
+    assert info.value.code == -32602 and (info.value.data or {})["field"] == "unread"
 
 
 async def _anonymous(team: Team) -> AsyncClient:
@@ -312,7 +318,11 @@ async def test_deleted_messages_are_hidden_unless_asked(team: Team) -> None:
     deleted = await alice.call("message.delete", {"message_id": gone, "reason": "oops"})
     assert deleted["message_id"] == gone and deleted["deleted_at"].endswith("Z")
     inbox = await bob.inbox()
-    assert [m["message_id"] for m in inbox["messages"]] == [keep] and inbox["total"] == 1 and inbox["unread"] == 1
+    assert (
+        [m["message_id"] for m in inbox["messages"]] == [keep]
+        and inbox["total"] == 1
+        and inbox["unread"] == 1
+    )
     both = await bob.inbox(include_deleted=True)
     assert [m["message_id"] for m in both["messages"]] == [gone, keep]
     msg = (await bob.call("message.get", {"message_id": gone}))["message"]
@@ -337,7 +347,10 @@ async def test_edit_keeps_format_counts_versions_and_history(team: Team) -> None
     assert [e["body"]["format"] for e in edits] == ["plain", "plain"]
     assert [e["agent_id"] for e in edits] == ["alice", "alice"]
     db = team.kernel.store.reader()  # type: ignore[union-attr]
-    history = [tuple(r) for r in db.execute("SELECT content FROM message_edits WHERE message_id=? ORDER BY k", (mid,))]
+    history = [
+        tuple(r)
+        for r in db.execute("SELECT content FROM message_edits WHERE message_id=? ORDER BY k", (mid,))
+    ]
     assert history == [("edited once",), ("edited once",)]
 
 
@@ -351,11 +364,11 @@ async def test_edit_and_delete_errors(team: Team) -> None:
     err = await alice.error("message.edit", {"message_id": mid})
     assert err.code == -32602
     err = await alice.error("message.edit", {"message_id": mid, "content": " "})
-    assert err.code == -32602 and err.data["field"] == "content"
+    assert err.code == -32602 and (err.data or {})["field"] == "content"
     err = await alice.error("message.edit", {"message_id": "msg_nope", "content": "x"})
     assert err.code == -32001 and err.data == {"kind": "message", "id": "msg_nope"}
     err = await alice.error("message.delete", {"message_id": mid, "reason": "x" * 501})
-    assert err.code == -32602 and err.data["field"] == "reason"
+    assert err.code == -32602 and (err.data or {})["field"] == "reason"
     await alice.call("message.delete", {"message_id": mid})
     err = await alice.error("message.delete", {"message_id": mid})
     assert err.code == -32003 and err.data == {"reason": "deleted"}
@@ -376,7 +389,9 @@ async def test_mark_read_once_per_message_only_for_received(team: Team) -> None:
     both = (await alice.send("both", to="@bob,@carol"))["message_id"]
     await carol.call("message.markRead", {"message_ids": [both]})
 
-    res = await bob.call("message.markRead", {"message_ids": [to_bob, to_carol, own, both, "msg_nope", to_bob]})
+    res = await bob.call(
+        "message.markRead", {"message_ids": [to_bob, to_carol, own, both, "msg_nope", to_bob]}
+    )
     assert res["marked_count"] == 2 and res["skipped_count"] == 2
     assert res["not_found"] == ["msg_nope"]
     assert res["also_read_by"] == {both: ["carol"]}
@@ -388,7 +403,9 @@ async def test_mark_read_once_per_message_only_for_received(team: Team) -> None:
         [(both, "carol"), (to_bob, "bob"), (both, "bob")]
     )
     for r in receipts:
-        assert r["receipt_type"] == "read" and r["read_at"].endswith("Z") and r["session_id"].startswith("ses_")
+        assert (
+            r["receipt_type"] == "read" and r["read_at"].endswith("Z") and r["session_id"].startswith("ses_")
+        )
     msg = (await alice.call("message.get", {"message_id": both}))["message"]
     assert [x["agent_id"] for x in msg["recipients"] if x["read_at"]] == ["bob", "carol"]
 
@@ -401,7 +418,13 @@ async def test_mark_read_all_and_errors(team: Team) -> None:
     res = await bob.call("message.markRead", {"all": True})
     assert res["marked_count"] == 6 and res["remaining"] == 0
     assert (await bob.inbox())["unread"] == 0
-    for params in ({}, {"all": True, "message_ids": ["x"]}, {"message_ids": []}, {"message_ids": ["a"], "before": "1d"}):
+    bad: list[dict[str, Any]] = [
+        {},
+        {"all": True, "message_ids": ["x"]},
+        {"message_ids": []},
+        {"message_ids": ["a"], "before": "1d"},
+    ]
+    for params in bad:
         err = await bob.error("message.markRead", params)
         assert err.code == -32602, params
 
@@ -447,7 +470,7 @@ async def test_reply_creates_thread_copies_audience_and_parent_joins(team: Team)
     err = await alice.error(
         "message.send", {"content": "x", "reply_to": parent["message_id"], "thread_id": "thr_other"}
     )
-    assert err.code == -32602 and err.data["field"] == "thread_id"
+    assert err.code == -32602 and (err.data or {})["field"] == "thread_id"
 
 
 async def test_reply_to_broadcast_is_a_broadcast(team: Team) -> None:
@@ -546,7 +569,9 @@ async def test_wait_filters_after_and_timeout(team: Team) -> None:
     back = await bob.call("message.wait", {"timeout_ms": 200, "after": "-1m"})
     assert back["status"] == "received" and [m["message_id"] for m in back["messages"]] == [earlier]
     scoped = await alice.send("scoped", to="@carol", scopes=[{"type": "task", "value": "x"}])
-    got = await bob.call("message.wait", {"timeout_ms": 200, "after": "-1m", "scope": {"type": "task", "value": "x"}})
+    got = await bob.call(
+        "message.wait", {"timeout_ms": 200, "after": "-1m", "scope": {"type": "task", "value": "x"}}
+    )
     assert [m["message_id"] for m in got["messages"]] == [scoped["message_id"]]
     got = await bob.call("message.wait", {"timeout_ms": 200, "after": "-1m", "all": True, "limit": 1})
     assert [m["message_id"] for m in got["messages"]] == [earlier]
@@ -561,7 +586,9 @@ async def test_wait_mention_filter_and_future_after(team: Team) -> None:
     bob_waits = await second_connection(team, "bob")
 
     async def waiter() -> None:
-        results.append(await bob_waits.call("message.wait", {"timeout_ms": 5000, "mention": "@carol"}, timeout=10))
+        results.append(
+            await bob_waits.call("message.wait", {"timeout_ms": 5000, "mention": "@carol"}, timeout=10)
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(waiter)

@@ -124,7 +124,13 @@ def build_scenario(seed: int) -> list[dict[str, Any]]:
             }[kind]()
             typ = "group.member.add" if rng.random() < 0.8 else "group.member.remove"
             actor = "added_by" if typ.endswith("add") else "removed_by"
-            s.emit(typ, group_id=f"grp_{rng.choice(groups)}", member_type=kind, member_value=value, **{actor: "a0"})
+            s.emit(
+                typ,
+                group_id=f"grp_{rng.choice(groups)}",
+                member_type=kind,
+                member_value=value,
+                **{actor: "a0"},
+            )
         elif r < 0.27 and groups:
             name = rng.choice(groups)
             s.emit("group.delete", group_id=f"grp_{name}", name=name, deleted_by="a0")
@@ -173,14 +179,23 @@ def build_scenario(seed: int) -> list[dict[str, Any]]:
             reader = rng.choice(registered)
             mid = rng.choice(messages)
             s.emit(
-                "message.receipt", message_id=mid, agent_id=reader, read_at=format_ts(BASE + s.t), receipt_type="read"
+                "message.receipt",
+                message_id=mid,
+                agent_id=reader,
+                read_at=format_ts(BASE + s.t),
+                receipt_type="read",
             )
         elif r < 0.96 and messages:
             mid = rng.choice(messages)
             s.emit("message.delete", message_id=mid, agent_id="a0")
         elif messages:
             mid = rng.choice(messages)
-            s.emit("message.edit", message_id=mid, agent_id="a0", body={"format": "markdown", "content": "edited"})
+            s.emit(
+                "message.edit",
+                message_id=mid,
+                agent_id="a0",
+                body={"format": "markdown", "content": "edited"},
+            )
     return s.events
 
 
@@ -201,15 +216,23 @@ def reference(db: Any, agent: str) -> tuple[list[str], set[str], set[str]]:
         for (name,) in db.execute("SELECT DISTINCT name FROM groups WHERE deleted_k IS NULL")
         if agent in expand_group(db, name)
     }
-    order = [r[0] for r in db.execute("SELECT message_id FROM messages ORDER BY created_ns DESC, message_id DESC")]
+    order = [
+        r[0] for r in db.execute("SELECT message_id FROM messages ORDER BY created_ns DESC, message_id DESC")
+    ]
     visible: set[str] = set()
     unread: set[str] = set()
     for mid, author, created_ns, addressed, deleted in db.execute(
         "SELECT message_id, agent_id, created_ns, addressed, deleted FROM messages"
     ):
-        refs = {(t, v) for t, v in db.execute("SELECT type, value FROM message_refs WHERE message_id=?", (mid,))}
-        scopes = {(t, v) for t, v in db.execute("SELECT type, value FROM message_scopes WHERE message_id=?", (mid,))}
-        recipients = {r for (r,) in db.execute("SELECT agent_id FROM message_recipients WHERE message_id=?", (mid,))}
+        refs = {
+            (t, v) for t, v in db.execute("SELECT type, value FROM message_refs WHERE message_id=?", (mid,))
+        }
+        scopes = {
+            (t, v) for t, v in db.execute("SELECT type, value FROM message_scopes WHERE message_id=?", (mid,))
+        }
+        recipients = {
+            r for (r,) in db.execute("SELECT agent_id FROM message_recipients WHERE message_id=?", (mid,))
+        }
         vis = author == agent or agent in recipients
         if not vis and reg is not None and created_ns >= reg:
             both = refs | scopes
@@ -239,7 +262,9 @@ def check_agent(db: Any, agent: str) -> None:
             want = [
                 m
                 for m in order
-                if m in visible and m not in deleted and not (exclude_self and m in authored)
+                if m in visible
+                and m not in deleted
+                and not (exclude_self and m in authored)
                 and (not only_unread or m in unread)
             ]
             want_unread = len([m for m in order if m in unread and not (exclude_self and m in authored)])

@@ -112,6 +112,10 @@ async def test_session_calls_for_unknown_agents_and_other_owners(rpc_client: Asy
     assert err.code == -32002 and err.data is not None and err.data["reason"] == "no_caller"
     err = await error_of(rpc_client, "session.start", {"agent_id": "a", "caller_agent_id": "b"})
     assert err.code == -32002 and err.data is not None and err.data["reason"] == "caller_mismatch"
+    err = await error_of(
+        rpc_client, "session.start", {"agent_id": "vasquez_gone", "worktree": "/no/such/dir"}
+    )
+    assert err.code == -32602 and err.data is not None and err.data["field"] == "worktree"
     err = await error_of(rpc_client, "session.heartbeat", {"caller_agent_id": "nobody"})
     assert err.code == -32002 and err.data is not None and err.data["reason"] == "not_registered"
 
@@ -251,3 +255,18 @@ async def test_session_list_limit_and_validation(rpc_client: AsyncClient) -> Non
         {"caller_agent_id": "spunk", "add_scopes": [{"type": "Bad", "value": "x"}]},
     )
     assert err.code == -32602 and err.data is not None and err.data["field"] == "add_scopes.0.type"
+
+
+async def test_concurrent_starts_leave_one_open_session(
+    rpc_client: AsyncClient, rpc_client_factory: Any
+) -> None:
+    import trio
+
+    await register(rpc_client, "twin")
+    clients = [await rpc_client_factory() for _ in range(5)]
+    async with trio.open_nursery() as nursery:
+        for client in clients:
+            nursery.start_soon(client.call, "session.start", {"agent_id": "twin"})
+    active = (await rpc_client.call("session.list", {"agent_id": "twin", "active": True}))["sessions"]
+    assert len(active) == 1
+    assert len((await rpc_client.call("session.list", {"agent_id": "twin"}))["sessions"]) == 5

@@ -62,7 +62,9 @@ async def peers(thrum_kernel: Kernel, rpc_client_factory: Factory) -> dict[str, 
     }
 
 
-async def test_subscribe_rules_list_and_unsubscribe(peers: dict[str, Peer], rpc_client_factory: Factory) -> None:
+async def test_subscribe_rules_list_and_unsubscribe(
+    peers: dict[str, Peer], rpc_client_factory: Factory
+) -> None:
     bob, carol = peers["bob"], peers["carol"]
     first = await bob.call("subscribe", {"scope": {"type": "task", "value": "t1"}})
     assert first["created"] is True and first["session_id"] == bob.session_id
@@ -73,19 +75,30 @@ async def test_subscribe_rules_list_and_unsubscribe(peers: dict[str, Peer], rpc_
     everything = await bob.call("subscribe", {"all": True, "ephemeral": True})
     listed = await bob.call("subscriptions.list")
     assert listed["session_id"] == bob.session_id
-    assert [(s["id"], s["scope_type"], s["scope_value"], s["mention_role"], s["all"], s["ephemeral"])
-            for s in listed["subscriptions"]] == [
+    assert [
+        (s["id"], s["scope_type"], s["scope_value"], s["mention_role"], s["all"], s["ephemeral"])
+        for s in listed["subscriptions"]
+    ] == [
         (first["subscription_id"], "task", "t1", None, False, False),
         (mention["subscription_id"], None, None, "reviewer", False, False),
         (everything["subscription_id"], None, None, None, True, True),
     ]
-    for params in ({}, {"all": True, "mention_role": "x"}, {"scope": {"type": "t", "value": "v"}, "all": True},
-                   {"scope": {"type": "BAD", "value": "v"}}, {"mention_role": "@"}):
+    for params in (
+        {},
+        {"all": True, "mention_role": "x"},
+        {"scope": {"type": "t", "value": "v"}, "all": True},
+        {"scope": {"type": "BAD", "value": "v"}},
+        {"mention_role": "@"},
+    ):
         err = await bob.error("subscribe", params)
         assert err.code == -32602, params
-    assert (await carol.call("unsubscribe", {"subscription_id": first["subscription_id"]})) == {"removed": False}
+    assert (await carol.call("unsubscribe", {"subscription_id": first["subscription_id"]})) == {
+        "removed": False
+    }
     assert (await bob.call("unsubscribe", {"subscription_id": first["subscription_id"]})) == {"removed": True}
-    assert (await bob.call("unsubscribe", {"subscription_id": first["subscription_id"]})) == {"removed": False}
+    assert (await bob.call("unsubscribe", {"subscription_id": first["subscription_id"]})) == {
+        "removed": False
+    }
     assert len((await bob.call("subscriptions.list"))["subscriptions"]) == 2
     lonely = await rpc_client_factory()
     await lonely.call("agent.register", {"name": "nosession", "role": "r", "module": "m"})
@@ -122,8 +135,10 @@ async def test_notification_message_scope_mention_and_all(peers: dict[str, Peer]
     await alice.call("message.send", {"content": "for the reviewers", "to": "@reviewer"})
     note = await bob.client.next_notification(timeout=5)
     # several subscriptions of a session match: one notification, the lowest id reported
-    assert note["params"]["matched_subscription"] == {"subscription_id": all_sub["subscription_id"],
-                                                      "match_type": "all"}
+    assert note["params"]["matched_subscription"] == {
+        "subscription_id": all_sub["subscription_id"],
+        "match_type": "all",
+    }
     await bob.no_notification()
     assert (await carol.client.next_notification(timeout=5))["params"]["kind"] == "created"
 
@@ -132,7 +147,9 @@ async def test_notification_message_scope_mention_and_all(peers: dict[str, Peer]
     await alice.no_notification()  # never for the author's own messages
 
 
-async def test_edits_are_announced_deleted_messages_never(peers: dict[str, Peer], thrum_kernel: Kernel) -> None:
+async def test_edits_are_announced_deleted_messages_never(
+    peers: dict[str, Peer], thrum_kernel: Kernel
+) -> None:
     alice, bob = peers["alice"], peers["bob"]
     await bob.call("subscribe", {"all": True})
     sent = await alice.call("message.send", {"content": "draft", "to": "@carol"})
@@ -140,11 +157,23 @@ async def test_edits_are_announced_deleted_messages_never(peers: dict[str, Peer]
     await alice.call("message.edit", {"message_id": sent["message_id"], "content": "final"})
     edited = await bob.client.next_notification(timeout=5)
     assert edited["params"]["kind"] == "edited" and edited["params"]["preview"] == "final"
-    create = {"type": "message.create", "message_id": "msg_synced", "agent_id": "alice", "session_id": "s",
-              "body": {"format": "markdown", "content": "gone already"}, "recipients": ["bob"],
-              "timestamp": "2026-01-01T00:00:01.000000Z", "event_id": "evt_c"}
-    delete = {"type": "message.delete", "message_id": "msg_synced", "agent_id": "alice",
-              "timestamp": "2026-01-01T00:00:02.000000Z", "event_id": "evt_d"}
+    create = {
+        "type": "message.create",
+        "message_id": "msg_synced",
+        "agent_id": "alice",
+        "session_id": "s",
+        "body": {"format": "markdown", "content": "gone already"},
+        "recipients": ["bob"],
+        "timestamp": "2026-01-01T00:00:01.000000Z",
+        "event_id": "evt_c",
+    }
+    delete = {
+        "type": "message.delete",
+        "message_id": "msg_synced",
+        "agent_id": "alice",
+        "timestamp": "2026-01-01T00:00:02.000000Z",
+        "event_id": "evt_d",
+    }
     await thrum_kernel.emit([create, delete], source="sync")
     await bob.no_notification()
     imported = dict(create, message_id="msg_imported", event_id="evt_i")
@@ -196,10 +225,13 @@ async def test_session_end_removes_subscriptions(peers: dict[str, Peer], thrum_k
     bob = peers["bob"]
     await bob.call("subscribe", {"all": True})
     await bob.call("session.end")
+    assert thrum_kernel.store is not None
     with trio.fail_after(5):
-        while thrum_kernel.store.reader().execute(  # type: ignore[union-attr]
-            "SELECT count(*) FROM subscriptions WHERE session_id=?", (bob.session_id,)
-        ).fetchone()[0]:
+        while (
+            thrum_kernel.store.reader()
+            .execute("SELECT count(*) FROM subscriptions WHERE session_id=?", (bob.session_id,))
+            .fetchone()[0]
+        ):
             await trio.sleep(0.05)
     from thrum_plugins.rpc._subscription_store import subscription_index
 
@@ -229,19 +261,30 @@ async def test_thread_updated_after_create_and_mark_read(peers: dict[str, Peer])
     assert note["method"] == "notification.thread.updated" and note["params"]["unread_count"] == 1
 
 
-async def test_full_outbound_queue_closes_the_slow_connection(peers: dict[str, Peer], thrum_kernel: Kernel) -> None:
-    """The writer never waits on a client: a connection that does not read is closed when 256 pushes queue up."""
+async def test_full_outbound_queue_closes_the_slow_connection(
+    peers: dict[str, Peer], thrum_kernel: Kernel
+) -> None:
+    """The writer never waits on a client: a connection that does not read is closed at 256 queued pushes."""
     bob = peers["bob"]
     await bob.call("subscribe", {"all": True})
     events = [
-        {"type": "message.create", "message_id": f"msg_flood_{i:04d}", "agent_id": "alice", "session_id": "s",
-         "body": {"format": "plain", "content": "y" * 100}, "recipients": ["bob"],
-         "timestamp": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}.000000Z", "event_id": f"evt_flood_{i:04d}"}
+        {
+            "type": "message.create",
+            "message_id": f"msg_flood_{i:04d}",
+            "agent_id": "alice",
+            "session_id": "s",
+            "body": {"format": "plain", "content": "y" * 100},
+            "recipients": ["bob"],
+            "timestamp": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}.000000Z",
+            "event_id": f"evt_flood_{i:04d}",
+        }
         for i in range(1500)
     ]
     with trio.fail_after(30):
         await thrum_kernel.emit(events, source="sync")
-        while any(getattr(c, "session_id", None) == bob.session_id for c in thrum_kernel.connections.values()):
+        while any(
+            getattr(c, "session_id", None) == bob.session_id for c in thrum_kernel.connections.values()
+        ):
             await trio.sleep(0.05)
     received = 0
     with trio.fail_after(10):

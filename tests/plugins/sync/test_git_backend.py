@@ -560,3 +560,39 @@ def test_service_defaults_come_from_the_config(tmp_path: Path) -> None:
     svc = GitSyncService(kernel)
     assert (svc.interval_s, svc.debounce_s, svc.remote_name) == (30, 0.25, "upstream")
     assert svc.local_only is True and svc.local_only_source == "default"
+
+
+async def test_shutdown_during_a_hanging_fetch_is_prompt_and_commits_locally(world: World) -> None:
+    world.config(sync_debounce_ms=60_000)
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    accepted: list[trio.socket.SocketType] = []
+
+    async def accept_and_stay_silent() -> None:
+        while True:
+            conn, _ = await listener.accept()
+            accepted.append(conn)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_and_stay_silent)
+        git(world.repo.root, "remote", "set-url", "origin", f"git://127.0.0.1:{port}/silent.git")
+        kernel = await world.runner.start(world.pm(), world.repo)
+        svc = service_for(kernel)
+        with trio.fail_after(10):
+            while not (svc.syncing and accepted):
+                await trio.sleep(0.01)
+        [stored] = await emit_notes(kernel, 1)
+        started = trio.current_time()
+        with trio.fail_after(15):
+            await world.runner.stop(kernel)
+        assert trio.current_time() - started < 8
+        assert svc.state == "stopped" and not svc.running
+        # the cancelled cycle still committed its local state (no network call)
+        committed = git(world.repo.root, "show", "a-sync:messages/a.jsonl")
+        assert stored.event_id in committed
+        nursery.cancel_scope.cancel()
+    listener.close()
+    for conn in accepted:
+        conn.close()
