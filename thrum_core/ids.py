@@ -58,7 +58,8 @@ __all__ = [
 ULID_MAX_MS = (1 << 48) - 1
 ULID_MAX_ENTROPY = (1 << 80) - 1
 
-_CROCK = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_CROCK_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCK = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCK_ALPHABET)
 
 
 def _sha256(data: bytes) -> Any:
@@ -86,10 +87,36 @@ def ulid_str(ms: int, entropy: int) -> str:
     if not 0 <= entropy <= ULID_MAX_ENTROPY:
         raise ValueError(f"ULID entropy {entropy} is out of range")
     # A ULID is the 128-bit value read as 130 bits (two leading zero bits) in
-    # groups of 5.  Shifting left by 6 into 17 bytes puts exactly those 130 bits
-    # first, so the first 26 chars of RFC 4648 base32 are the ULID.
-    value = ((ms << 80) | entropy) << 6
-    return crock(value.to_bytes(17, "big"))[:26]
+    # groups of 5: the first 10 chars are the 48-bit time (as 50 bits), the
+    # last 16 the 80-bit entropy.  Both are encoded 10 bits (two chars) at a
+    # time from a table, several times faster than base64.b32encode.
+    return _time_chars(ms) + _entropy_chars(entropy >> 10) + _PAIRS[entropy & 1023]
+
+
+#: Two Crockford chars for every 10-bit value.
+_PAIRS: tuple[str, ...] = tuple(a + b for a in _CROCK_ALPHABET for b in _CROCK_ALPHABET)
+
+
+def _time_chars(ms: int) -> str:
+    """The 10 chars of a 48-bit millisecond time (50 bits, MSB first)."""
+    p = _PAIRS
+    return p[ms >> 40] + p[(ms >> 30) & 1023] + p[(ms >> 20) & 1023] + p[(ms >> 10) & 1023] + p[ms & 1023]
+
+
+def _entropy_chars(high: int) -> str:
+    """The first 14 chars of the entropy: its top 70 bits (``entropy >> 10``)."""
+    p = _PAIRS
+    low = high & 0xFFFFFFFFFF  # 40 bits: small-int arithmetic below
+    high >>= 40
+    return (
+        p[high >> 20]
+        + p[(high >> 10) & 1023]
+        + p[high & 1023]
+        + p[low >> 30]
+        + p[(low >> 20) & 1023]
+        + p[(low >> 10) & 1023]
+        + p[low & 1023]
+    )
 
 
 class UlidGenerator:
@@ -114,26 +141,39 @@ class UlidGenerator:
         self._last_ms = -1
         self._last_entropy = 0
         self._lock = _thread.allocate_lock()
+        # The first 24 chars of the last ULID and the (ms, entropy >> 10) they encode:
+        # consecutive ULIDs of one millisecond differ only in the last two chars.
+        self._text_key = (-1, -1)
+        self._text_prefix = ""
+
+    def _next_locked(self) -> tuple[int, int]:
+        ms = self._time_ns() // 1_000_000
+        if ms <= self._last_ms:
+            entropy = self._last_entropy + 1
+            if entropy <= ULID_MAX_ENTROPY:
+                self._last_entropy = entropy
+                return self._last_ms, entropy
+            while ms <= self._last_ms:
+                time.sleep(0.0001)
+                ms = self._time_ns() // 1_000_000
+        entropy = self._random_bits()
+        self._last_ms, self._last_entropy = ms, entropy
+        return ms, entropy
 
     def next_parts(self) -> tuple[int, int]:
         """Return the next ``(ms, entropy)`` pair, strictly greater than the previous one."""
         with self._lock:
-            ms = self._time_ns() // 1_000_000
-            if ms <= self._last_ms:
-                entropy = self._last_entropy + 1
-                if entropy <= ULID_MAX_ENTROPY:
-                    self._last_entropy = entropy
-                    return self._last_ms, entropy
-                while ms <= self._last_ms:
-                    time.sleep(0.0001)
-                    ms = self._time_ns() // 1_000_000
-            entropy = self._random_bits()
-            self._last_ms, self._last_entropy = ms, entropy
-            return ms, entropy
+            return self._next_locked()
 
     def new(self) -> str:
         """Return the next ULID as 26 Crockford chars."""
-        return ulid_str(*self.next_parts())
+        with self._lock:
+            ms, entropy = self._next_locked()
+            key = (ms, entropy >> 10)
+            if key != self._text_key:
+                self._text_prefix = ulid_str(ms, entropy)[:24]  # checks the ranges
+                self._text_key = key
+            return self._text_prefix + _PAIRS[entropy & 1023]
 
 
 def _urandom_80() -> int:

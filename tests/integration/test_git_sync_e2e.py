@@ -133,14 +133,31 @@ class Clone:
             page += 1
 
     def stop(self) -> None:
-        if DaemonLock.is_locked(self.paths.lock_file):
-            thrum("daemon", "stop", "--force", cwd=self.root, timeout=30)
-        for pid in self.pids:
-            if pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        """Stop the daemon (``daemon stop --force``), then SIGKILL every daemon this clone started."""
+        try:
+            info = read_pid_file(self.paths.pid_file)
+            if info is not None:
+                self.pids.add(info.pid)
+            if DaemonLock.is_locked(self.paths.lock_file):
+                thrum("daemon", "stop", "--force", cwd=self.root, timeout=30)
+        except Exception:  # never let one clone's teardown leave the others running
+            pass
+        finally:
+            for pid in self.pids:
+                if pid_alive(pid) and self.is_our_daemon(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+    def is_our_daemon(self, pid: int) -> bool:
+        """Whether ``pid`` is still this clone's ``daemon run`` (not a reused pid)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        roots = {str(self.root).encode(), str(self.root.resolve()).encode()}
+        return b"run" in cmdline and bool(roots & set(cmdline))
 
 
 class Cluster:
@@ -429,3 +446,25 @@ def test_purged_messages_do_not_come_back_from_the_other_clone(
     assert a.log_files() == b.log_files()
     logs = b"".join(data for rel, data in a.log_files().items() if rel.endswith(".jsonl"))
     assert b"soon purged" not in logs and b"purge.executed" in logs
+
+
+def test_doctor_fix_repairs_a_broken_worktree_while_the_daemon_is_stopped(cluster: Cluster) -> None:
+    c = cluster.clone("c", daemon=False)
+    sync_dir = c.paths.sync_dir
+    (sync_dir / ".git").unlink()
+    line = b'{"event_id":"evt_x1","timestamp":"2026-01-01T00:00:00.000000Z","type":"x.unknown","v":1}\n'
+    with (sync_dir / "events.jsonl").open("ab") as fh:
+        fh.write(line)
+    doctor = thrum("doctor", "--json", cwd=c.root)
+    checks = {x["name"]: x for x in json.loads(doctor.stdout)["checks"]}
+    assert doctor.returncode == 1 and checks["sync_worktree"]["status"] == "fail"
+    assert "--fix" in checks["sync_worktree"]["message"]
+    fixed = thrum("doctor", "--fix", "--json", cwd=c.root)
+    checks = {x["name"]: x for x in json.loads(fixed.stdout)["checks"]}
+    assert checks["sync_worktree"]["status"] == "ok" and checks["sync_worktree"]["fixed"] is True
+    assert "1 lines recovered" in checks["sync_worktree"]["message"]
+    assert (sync_dir / "events.jsonl").read_bytes().endswith(line)
+    assert list(sync_dir.parent.glob("a-sync.broken-*"))
+    again = thrum("doctor", "--json", cwd=c.root)
+    checks = {x["name"]: x for x in json.loads(again.stdout)["checks"]}
+    assert checks["sync_worktree"]["status"] == "ok" and checks["sync_worktree"]["fixed"] is False

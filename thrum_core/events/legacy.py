@@ -764,14 +764,17 @@ def migrate(
         legacy files tracked by git.
 
     Takes ``var/thrum.lock`` for the whole run; raises :class:`Conflict`
-    (``busy``) when a daemon holds it.
+    (``busy``) when a daemon holds it.  A dry run creates nothing (not even
+    ``var/``) and writes nothing.
     """
     from thrum_core.lifecycle import DaemonLock, ensure_var_dir
 
     started = time.monotonic()
-    ensure_var_dir(paths)
+    if not dry_run:
+        ensure_var_dir(paths)
+    # A dry run in a repository without var/ (thrum init --dry-run) creates nothing: no daemon can run there.
     lock = DaemonLock(paths.lock_file)
-    if not lock.acquire():
+    if paths.var_dir.is_dir() and not lock.acquire():
         raise Conflict(
             "busy",
             "the thrum daemon is running; stop it first (thrum daemon stop), then run thrum migrate again",

@@ -35,9 +35,9 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from thrum_core.errors import InternalError
+from thrum_core.events import projection as _projection
 from thrum_core.events.log import AppendLog, TornRepair, list_log_files, repair_torn
 from thrum_core.events.projection import (
-    REBUILD_COMMIT_EVERY,
     IngestStats,
     OpenInfo,
     Projection,
@@ -525,7 +525,10 @@ class EventStore:
         files = list_log_files(self.sync_dir)
         report.files = len(files)
         sources = [(rel, 0) for rel in files]
-        proj.conn.execute("PRAGMA synchronous=OFF")  # an interrupted rebuild is redone anyway
+        conn = proj.conn
+        cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute("PRAGMA synchronous=OFF")  # an interrupted rebuild is redone anyway
+        conn.execute(f"PRAGMA cache_size={-_projection.REBUILD_CACHE_KIB}")  # inserts into large B-trees
         try:
             for mode in ("optimistic", "scan"):
                 proj.reset_schema()
@@ -534,7 +537,7 @@ class EventStore:
                 proj.begin()
                 try:
                     ends = proj.ingest_files(
-                        self.sync_dir, sources, mode=mode, commit_every=REBUILD_COMMIT_EVERY
+                        self.sync_dir, sources, mode=mode, commit_every=_projection.REBUILD_COMMIT_EVERY
                     )
                     for rel, end in ends.items():
                         proj.record_file(self.sync_dir, rel, end)
@@ -555,8 +558,9 @@ class EventStore:
             stats = proj.end_ingest()
             proj.finish_rebuild()
         finally:
-            proj.conn.execute("PRAGMA synchronous=NORMAL")
-        proj.load_state()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA cache_size={int(cache_size)}")
+        proj.load_state(recount=False)  # the rebuild counted every event it indexed
         if self._processor is not None:
             self._processor.forget_dirty()
         if proj.needs_rewrite or proj.meta("tombstone_rewrite"):

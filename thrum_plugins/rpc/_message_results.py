@@ -92,6 +92,9 @@ def _classify(db: sqlite3.Connection, values: set[str]) -> tuple[dict[str, str],
     return kinds, roles
 
 
+_BROADCAST = ("broadcast", "everyone")
+
+
 def _audiences(
     addressed: int,
     scopes: list[dict[str, str]],
@@ -99,28 +102,31 @@ def _audiences(
     kinds: dict[str, str],
     roles: set[str],
 ) -> list[dict[str, str]]:
+    if addressed and not scopes and not refs:
+        return []
     out: dict[tuple[str, str], None] = {}
     if not addressed:
-        out[("broadcast", "everyone")] = None
-    for item in (*scopes, *refs):
-        typ, value = item["type"], item["value"]
-        if typ == "broadcast" or (typ == "group" and value == "everyone"):
-            out[("broadcast", "everyone")] = None
-        elif typ == "group":
-            out[("group", value)] = None
-    for item in refs:
-        if item["type"] != "mention":
-            continue
-        value = item["value"]
+        out[_BROADCAST] = None
+    mentions: list[str] = []
+    for items in (scopes, refs):
+        for item in items:
+            typ = item["type"]
+            if typ == "mention":
+                if items is refs:
+                    mentions.append(item["value"])
+            elif typ == "broadcast":
+                out[_BROADCAST] = None
+            elif typ == "group":
+                value = item["value"]
+                out[_BROADCAST if value == "everyone" else ("group", value)] = None
+    for value in mentions:
         kind = kinds.get(value)
         if kind is not None:
             out[("user" if kind == "user" else "agent", value)] = None
         elif value in roles:
             out[("role", value)] = None
-        elif value.startswith("user:"):
-            out[("user", value)] = None
         else:
-            out[("agent", value)] = None
+            out[("user" if value.startswith("user:") else "agent", value)] = None
     return [{"type": t, "value": v} for t, v in out]
 
 
@@ -189,8 +195,8 @@ def build_messages(
             "authored_by": row[14],
             "disclosed": bool(row[15]),
             "body": {"format": row[8], "content": row[9], "structured": row[10]},
-            "scopes": list(scopes),
-            "refs": list(refs),
+            "scopes": scopes if scopes is not _EMPTY else [],
+            "refs": refs if refs is not _EMPTY else [],
             "audiences": _audiences(row[16], scopes, refs, kinds, roles),
             "created_at": row[5],
             "updated_at": row[6],

@@ -94,6 +94,9 @@ def _matches(waiter: Waiter, obj: dict[str, Any], message_id: str, kernel: Kerne
         if waiter.scope is not None and waiter.scope in _pairs(obj.get("scopes")):
             return True
         return waiter.mention is not None and ("mention", waiter.mention) in _pairs(obj.get("refs"))
+    recipients = obj.get("recipients")
+    if isinstance(recipients, list) and waiter.agent_id in recipients:
+        return True  # the common case, decided without a query
     if kernel.store is None:
         return False
     db = kernel.store.reader()

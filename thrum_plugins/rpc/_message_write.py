@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from thrum_core.errors import Conflict, InvalidParams, NotFound, PermissionDenied, ThrumError
 from thrum_core.ids import new_message_id, new_thread_id
 from thrum_core.names import MAX_REFS, MAX_SCOPES
-from thrum_core.timefmt import now_ns, parse_point_in_time
+from thrum_core.timefmt import format_ts, now_ns, parse_point_in_time
 from thrum_plugins.rpc._message_common import caller_id, ensure_fresh, reader
 from thrum_plugins.rpc._message_params import DeleteParams, EditParams, MarkReadParams
 from thrum_plugins.rpc._message_queries import ListQuery, inbox_totals, list_messages, visible_to
@@ -267,8 +267,6 @@ async def mark_read_ids(ctx: CallContext, reader_id: str, ids: list[str]) -> dic
     to_mark = [i for i in found if i in visible and i not in already]
     session_id = getattr(ctx.caller, "session_id", None)
     if to_mark:
-        from thrum_core.timefmt import format_ts
-
         read_at = format_ts(now_ns() // 1000 * 1000)
         events = []
         for mid in to_mark:

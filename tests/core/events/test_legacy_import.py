@@ -555,3 +555,15 @@ def test_migrate_cli_progress_summary_and_json(repo: ThrumRepo) -> None:
     assert "Imported 17229 event(s) (6908 receipt(s)) from 52 source(s)" in done.stdout
     assert "messages.db.go-v13.bak" in done.stdout
     assert os.path.exists(repo.paths.var_dir / "messages.db.go-v13.bak")
+
+
+def test_dry_run_without_var_creates_nothing(tmp_path: Path, registry: EventTypeRegistry) -> None:
+    """``thrum init --dry-run`` may call migrate before ``var/`` exists."""
+    r = make_thrum_repo(tmp_path, with_remote=False)
+    shutil.rmtree(r.paths.var_dir)
+    legacy = unpack(tmp_path / "unpacked")
+    shutil.copy(legacy / "events.jsonl", r.thrum_dir / "events.jsonl")
+    report = migrate(r.paths, registry, dry_run=True)
+    assert (report.imported, report.dry_run) == (LIFECYCLE_LINES, True)
+    assert not r.paths.var_dir.exists()
+    assert not r.paths.sync_dir.exists()
