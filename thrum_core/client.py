@@ -51,7 +51,9 @@ class Client:
         except OSError as exc:
             sock.close()
             if isinstance(exc, TimeoutError):
-                raise Timeout(int(dial_timeout * 1000), f"could not connect to {self.socket_path} in time") from exc
+                raise Timeout(
+                    int(dial_timeout * 1000), f"could not connect to {self.socket_path} in time"
+                ) from exc
             raise DaemonNotRunning() from exc
         self.sock = sock
 

@@ -39,6 +39,7 @@ log = logging.getLogger("thrum.kernel")
 
 SHUTDOWN_INFLIGHT_GRACE_S = 5.0
 SHUTDOWN_HOOK_DEADLINE_S = 10.0
+SHUTDOWN_SERVICES_GRACE_S = 10.0
 SERVICE_RESTART_MAX_BACKOFF_S = 60.0
 
 Service = Callable[..., Awaitable[None]]
@@ -70,7 +71,9 @@ class Kernel:
 
         self.config_schema = ConfigSchema()
         self.pm.call_each("thrum_add_config", lambda _plugin: {"schema": self.config_schema})
-        self.config = config or load_config(paths.config_file, self.config_schema, environ=self.environ, flags=flags)
+        self.config = config or load_config(
+            paths.config_file, self.config_schema, environ=self.environ, flags=flags
+        )
 
         self.identity: dict[str, Any] = dict(self.config.raw.get("identity") or {})
         self.daemon_id: str = daemon_id or self.identity.get("daemon_id") or _new_daemon_id()
@@ -79,13 +82,19 @@ class Kernel:
         self.methods = MethodRegistry()
         self.pm.collect("thrum_register_rpc_methods", self.methods)
         self.transports: Registry[Any] = self.pm.collect("thrum_register_transports", Registry("transport"))
-        self.sync_backends: Registry[Any] = self.pm.collect("thrum_register_sync_backends", Registry("sync backend"))
+        self.sync_backends: Registry[Any] = self.pm.collect(
+            "thrum_register_sync_backends", Registry("sync backend")
+        )
         self.runtimes: Registry[Any] = self.pm.collect("thrum_register_runtimes", Registry("runtime"))
-        self.backup_targets: Registry[Any] = self.pm.collect("thrum_register_backup_targets", Registry("backup target"))
+        self.backup_targets: Registry[Any] = self.pm.collect(
+            "thrum_register_backup_targets", Registry("backup target")
+        )
         self.notifiers: Registry[Any] = self.pm.collect("thrum_register_notifiers", Registry("notifier"))
         self.services: Registry[Service] = self.pm.collect("thrum_register_services", Registry("service"))
         self.event_types = EventTypeRegistry()
-        self.pm.call_each("thrum_register_event_types", lambda plugin: {"register": self.event_types.bound(plugin)})
+        self.pm.call_each(
+            "thrum_register_event_types", lambda plugin: {"register": self.event_types.bound(plugin)}
+        )
 
         self.dispatcher = Dispatcher(
             self, self.methods, default_deadline_s=self.config.daemon.request_timeout_ms / 1000
@@ -102,6 +111,7 @@ class Kernel:
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self._transport_objects: list[Any] = []
         self._identity_block: dict[str, Any] | None = None
+        self._services_done = trio.Event()
         self._services_scope: trio.CancelScope | None = None
         self._transports_scope: trio.CancelScope | None = None
 
@@ -148,7 +158,6 @@ class Kernel:
     # -- lifecycle ---------------------------------------------------------------
     def open_store(self) -> EventStore:
         """Prepare sync backends, repair torn lines, open the projection, catch up."""
-        self.paths.sync_dir.mkdir(parents=True, exist_ok=True)
         for entry in self.sync_backends.entries():
             prepare = getattr(entry.obj, "prepare", None)
             if prepare is None:
@@ -157,6 +166,8 @@ class Kernel:
                 prepare(self)
             except Exception:
                 log.exception("sync backend %s failed to prepare", entry.name)
+        # Without a sync backend (or if it failed) the store still needs its directory.
+        self.paths.sync_dir.mkdir(parents=True, exist_ok=True)
         store = EventStore(self.paths, self.event_types, self.daemon_id, on_applied=self._on_applied)
         self.open_report = store.open()
         self.store = store
@@ -174,7 +185,9 @@ class Kernel:
         from thrum_core.timefmt import format_ts
 
         self.started_at = format_ts(time.time_ns())
-        store: EventStore = self.store if self.store is not None else await trio.to_thread.run_sync(self.open_store)
+        store: EventStore = (
+            self.store if self.store is not None else await trio.to_thread.run_sync(self.open_store)
+        )
         await self._run_hooks("thrum_startup", None)
         try:
             async with trio.open_nursery() as root:
@@ -207,6 +220,10 @@ class Kernel:
             self._transports_scope.cancel()
         if self._services_scope is not None:
             self._services_scope.cancel()
+        # A cancelled service (a sync cycle) may still hand its local steps to
+        # the writer; give it a bounded moment before the writer drains.
+        with trio.move_on_after(SHUTDOWN_SERVICES_GRACE_S):
+            await self._services_done.wait()
         await store.stop_writer()
         await self._run_hooks("thrum_shutdown", SHUTDOWN_HOOK_DEADLINE_S)
 
@@ -245,10 +262,13 @@ class Kernel:
                 task_status.started()
 
     async def _run_services(self, scope: trio.CancelScope) -> None:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                for entry in self.services.entries():
-                    nursery.start_soon(self._supervise, entry.name, entry.obj)
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    for entry in self.services.entries():
+                        nursery.start_soon(self._supervise, entry.name, entry.obj)
+        finally:
+            self._services_done.set()
 
     async def _supervise(self, name: str, service: Service) -> None:
         """Run a service; log and restart it (with backoff) when it fails."""
@@ -302,4 +322,3 @@ def _compute_repo_id(paths: ThrumPaths) -> str:
     from thrum_core.paths import read_origin_url
 
     return repo_id_for(read_origin_url(paths.git_common_dir), str(paths.main_root))
-

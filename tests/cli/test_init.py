@@ -201,11 +201,20 @@ def test_init_from_a_subdirectory_uses_the_worktree_root(run_cli: Invoke, git_re
     assert not (sub / ".thrum").exists()
 
 
-def test_legacy_data_is_reported(run_cli: Invoke, git_repo: Path) -> None:
+def test_legacy_data_is_imported_by_init(run_cli: Invoke, git_repo: Path) -> None:
     legacy = git_repo / ".thrum"
     legacy.mkdir()
-    (legacy / "messages.jsonl").write_text("{}\n")
+    line = (
+        '{"agent_id":"furiosa","body":{"content":"hi","format":"markdown"},"message_id":"msg_00000001",'
+        '"session_id":"ses_1","timestamp":"2026-01-01T00:00:30Z","type":"message.create","v":1}'
+    )
+    (legacy / "messages.jsonl").write_text(line + "\n")
     result = run_cli("init", "--no-daemon", "--force", "--json", cwd=git_repo)
     assert result.exit_code == 0, result.output
-    migrated = json.loads(result.stdout)["migrated"]
-    assert migrated["sources"] == [str(legacy.resolve() / "messages.jsonl")]
+    doc = json.loads(result.stdout)
+    migrated = doc["migrated"]
+    assert migrated["imported"] == 1
+    synced = Path(doc["sync_worktree"]).glob("**/*.jsonl")
+    assert any("msg_00000001" in p.read_text() for p in synced)
+    again = run_cli("init", "--no-daemon", "--force", "--json", cwd=git_repo)
+    assert json.loads(again.stdout)["migrated"] is None

@@ -96,7 +96,9 @@ def load_entry_points(manager: PluginManager, group: str = ENTRY_POINT_GROUP) ->
     return manager
 
 
-def make_plugin_manager(environ: Mapping[str, str] | None = None, *, entry_points: bool = True) -> PluginManager:
+def make_plugin_manager(
+    environ: Mapping[str, str] | None = None, *, entry_points: bool = True
+) -> PluginManager:
     """A plugin manager with every enabled entry-point plugin loaded."""
     manager = PluginManager(environ)
     if entry_points:

@@ -147,7 +147,9 @@ class PluginManager:
             plugin_name = impl.plugin_name
             kwargs = make_kwargs(plugin_name)
             if self._trace is not None:
-                self._trace(f"{hook_name} -> {plugin_name}", {k: v for k, v in kwargs.items() if k in impl.argnames})
+                self._trace(
+                    f"{hook_name} -> {plugin_name}", {k: v for k, v in kwargs.items() if k in impl.argnames}
+                )
             try:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except Exception as exc:
@@ -173,7 +175,10 @@ class PluginManager:
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             if self._trace is not None:
-                self._trace(f"{hook_name} -> {impl.plugin_name}", {k: v for k, v in kwargs.items() if k in impl.argnames})
+                self._trace(
+                    f"{hook_name} -> {impl.plugin_name}",
+                    {k: v for k, v in kwargs.items() if k in impl.argnames},
+                )
             try:
                 res = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except Exception:
