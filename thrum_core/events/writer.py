@@ -165,17 +165,16 @@ class BatchProcessor:
         return [self._prepare_event(ev, sub.source, i) for i, ev in enumerate(sub.events or ())]
 
     def _prepare_event(self, ev: Mapping[str, Any], source: str, i: int) -> _Item:
-        field_ = f"events[{i}]"
-        if not isinstance(ev, Mapping):
-            raise InvalidParams(field_, "not_an_object", f"event {i} is not an object")
+        if type(ev) is not dict and not isinstance(ev, Mapping):
+            raise InvalidParams(f"events[{i}]", "not_an_object", f"event {i} is not an object")
         obj = dict(ev)
         typ = obj.get("type")
         if type(typ) is not str or not typ:
-            raise InvalidParams(f"{field_}.type", "missing", f"event {i} has no type")
+            raise InvalidParams(f"events[{i}].type", "missing", f"event {i} has no type")
         et = self.registry.get(typ)
         local = source == "local"
         if et is None and local:
-            raise InvalidParams(f"{field_}.type", "unknown_type", f"event type {typ!r} is not registered")
+            raise InvalidParams(f"events[{i}].type", "unknown_type", f"event type {typ!r} is not registered")
         fresh = False
         eid = obj.get("event_id")
         if eid is None or eid == "":
@@ -185,7 +184,9 @@ class BatchProcessor:
             else:
                 eid = obj["event_id"] = event_id_of(obj)
         elif type(eid) is not str:
-            raise InvalidParams(f"{field_}.event_id", "not_a_string", f"event {i}: event_id must be a string")
+            raise InvalidParams(
+                f"events[{i}].event_id", "not_a_string", f"event {i}: event_id must be a string"
+            )
         ts_val = obj.get("timestamp")
         if ts_val is None and local:
             ts = self.clock.next_ns()
@@ -193,7 +194,9 @@ class BatchProcessor:
         else:
             parsed = ts_ns(ts_val)
             if parsed is None:
-                raise InvalidParams(f"{field_}.timestamp", "invalid", f"event {i}: bad timestamp {ts_val!r}")
+                raise InvalidParams(
+                    f"events[{i}].timestamp", "invalid", f"event {i}: bad timestamp {ts_val!r}"
+                )
             ts = parsed
         if local:
             obj.pop("sequence", None)  # SPEC §6.1: never written
@@ -203,19 +206,21 @@ class BatchProcessor:
             if "origin_daemon" not in obj:
                 obj["origin_daemon"] = self.daemon_id
             if et is not None and et.model is not None:
-                self._validate(et.model, obj, field_)
+                self._validate(et.model, obj, f"events[{i}]")
         try:
             text = canonical_json(obj)
             line = text.encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidParams(
-                field_, "not_serialisable", f"event {i} cannot be written as JSON: {exc}"
+                f"events[{i}]", "not_serialisable", f"event {i} cannot be written as JSON: {exc}"
             ) from None
         try:
             file = self.registry.route(obj)
         except Exception as exc:
             if local:
-                raise InvalidParams(field_, "unroutable", f"event {i} cannot be routed: {exc}") from None
+                raise InvalidParams(
+                    f"events[{i}]", "unroutable", f"event {i} cannot be routed: {exc}"
+                ) from None
             file = DEFAULT_ROUTE
         return _Item(obj, line, text, eid, ts, file, source, fresh)
 
@@ -361,9 +366,12 @@ class BatchProcessor:
             try:
                 proj.begin()
                 ordered = sorted(items, key=lambda it: (it.ts, it.eid))
-                stored = proj.apply_many(
-                    [(it.ts, it.eid, it.obj, it.line, it.text, it.file, it.source) for it in ordered]
-                )
+                source = ordered[0].source
+                sources: str | list[str] = source
+                if any(it.source != source for it in ordered):
+                    sources = [it.source for it in ordered]
+                rows = [(t.ts, t.eid, i, 0, t.obj, t.line, t.text, t.file) for i, t in enumerate(ordered)]
+                stored = proj.apply_rows(rows, sources)
                 for it, ev in zip(ordered, stored, strict=True):
                     it.stored = ev
                     if ev is None:
