@@ -255,7 +255,9 @@ def test_a_message_sent_in_one_clone_reaches_the_other(cluster: Cluster, pair: t
     assert message["body"]["content"] == "hello bob, from the other machine"
     assert message["author"]["agent_id"] == "alice"
     status = b.status()
-    assert status["sync_state"] in ("synced", "pending") and status["last_error"] is None
+    # `thrum inbox` marked the message read: that receipt is a local write, so a
+    # debounced cycle may already be running.
+    assert status["sync_state"] in ("synced", "pending", "syncing") and status["last_error"] is None
     human = thrum("sync", "status", cwd=b.root)
     assert human.returncode == 0 and "local-only off, from flag" in human.stdout
 
