@@ -5,6 +5,14 @@ may have no git identity configured, so give every process one.
 """
 
 import os
+import sys
+
+# The tests run the installed `thrum` executable: use the one installed next to
+# the interpreter running pytest, even when that environment is not activated
+# (`.venv/bin/python -m pytest`).
+_bin = os.path.dirname(sys.executable)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
 for _key, _value in {
     "GIT_AUTHOR_NAME": "thrum tests",
