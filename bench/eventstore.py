@@ -1,6 +1,7 @@
 """Benchmark of the event store: durable appends, group commit, rebuild, memory.
 
-Prints numbers; asserts nothing.  Run from the repository root::
+Prints numbers (wall time and the process's CPU time per event, which is what
+to compare on a loaded machine); asserts nothing.  Run from the repository root::
 
     python bench/eventstore.py [--events 1000000] [--seconds 3] [--dir DIR]
 
@@ -79,8 +80,14 @@ def item(author: str, n: int) -> dict[str, Any]:
     return {"type": "bench.item", "item_id": f"{author}-{n}", "author": author, "n": n, "text": "hello " * 8}
 
 
-async def appends(root: Path, writers: int, seconds: float, sharded: bool) -> tuple[float, int, int]:
-    """Durable appends/s with ``writers`` concurrent tasks; also batches and events."""
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def appends(root: Path, writers: int, seconds: float, sharded: bool) -> tuple[float, int, int, float]:
+    """Durable appends/s with ``writers`` concurrent tasks; also batches, events and CPU s."""
     store = EventStore(Paths(root), registry(sharded=sharded), DAEMON)
     store.open()
     count = 0
@@ -101,15 +108,16 @@ async def appends(root: Path, writers: int, seconds: float, sharded: bool) -> tu
                 n += 1
                 done += 1
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         async with trio.open_nursery() as inner:
             for w in range(writers):
                 inner.start_soon(writer, w)
         elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds() - c0
         batches = store.stats()["batches"] - b0
         await store.stop_writer()
     store.close()
-    return done / elapsed, batches, done
+    return done / elapsed, batches, done, cpu
 
 
 def generate(root: Path, n: int, files: int) -> int:
@@ -138,13 +146,13 @@ def generate(root: Path, n: int, files: int) -> int:
 def rebuild_child(root: Path) -> None:
     """Run in a fresh process: open (builds the projection) and rebuild again; print JSON."""
     store = EventStore(Paths(root), registry(sharded=True), DAEMON)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     report = store.open()
-    t_open = time.perf_counter() - t0
+    t_open, c_open = time.perf_counter() - t0, cpu_seconds() - c0
     rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     rb = store.rebuild()
-    t_rebuild = time.perf_counter() - t0
+    t_rebuild, c_rebuild = time.perf_counter() - t0, cpu_seconds() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = store.reader().execute("SELECT COUNT(*) FROM p_bench_items").fetchone()[0]
     store.close()
@@ -159,8 +167,10 @@ def rebuild_child(root: Path) -> None:
                 "events": rb.events,
                 "rows": rows,
                 "open_s": t_open,
+                "open_cpu_s": c_open,
                 "open_events": report.new,
                 "rebuild_s": t_rebuild,
+                "rebuild_cpu_s": c_rebuild,
                 "passes": rb.passes,
                 "rss_kb_after_open": rss_open,
                 "rss_kb": rss,
@@ -206,10 +216,11 @@ def main() -> None:
             ("10 concurrent writers, 10 shard files", 10, True),
         ):
             run_dir = work / label.replace(" ", "_").replace(",", "")
-            rate, batches, done = trio.run(appends, run_dir, writers, args.seconds, sharded)
+            rate, batches, done, cpu = trio.run(appends, run_dir, writers, args.seconds, sharded)
             print(
                 f"durable appends/s  {label:<40} {rate:>9,.0f}/s  "
-                f"({done:,} events in {batches:,} batches, {done / max(batches, 1):.1f}/batch)"
+                f"({done:,} events in {batches:,} batches, {done / max(batches, 1):.1f}/batch, "
+                f"CPU {cpu / max(done, 1) * 1e6:,.0f} µs/event)"
             )
         log_dir = work / "rebuild"
         t0 = time.perf_counter()
@@ -225,11 +236,13 @@ def main() -> None:
         res = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"build at open       {res['open_events']:,} events in {res['open_s']:.1f} s = "
-            f"{res['open_events'] / res['open_s']:,.0f} events/s"
+            f"{res['open_events'] / res['open_s']:,.0f} events/s "
+            f"(CPU {res['open_cpu_s'] / max(res['open_events'], 1) * 1e6:.1f} µs/event)"
         )
         print(
             f"rebuild             {res['events']:,} events in {res['rebuild_s']:.1f} s = "
-            f"{res['events'] / res['rebuild_s']:,.0f} events/s ({res['passes']} pass, {res['rows']:,} rows)"
+            f"{res['events'] / res['rebuild_s']:,.0f} events/s ({res['passes']} pass, {res['rows']:,} rows; "
+            f"CPU {res['rebuild_cpu_s'] / max(res['events'], 1) * 1e6:.1f} µs/event)"
         )
         print(
             f"peak RSS            {res['rss_kb'] / 1024:,.0f} MB after rebuild "

@@ -156,6 +156,51 @@ _STORED_SETTERS: tuple[Callable[[StoredEvent, Any], None], ...] = tuple(
     getattr(StoredEvent, f.name).__set__ for f in fields(StoredEvent)
 )
 
+
+class _StoredEventBuilder:
+    """Builds a :class:`StoredEvent` twice as fast as its ``__init__`` (the store's hot loops).
+
+    An instance of this class has exactly the slots of :class:`StoredEvent`,
+    so plain attribute stores fill them (no frozen-dataclass detour), and then
+    becomes a ``StoredEvent`` by ``__class__`` assignment, which Python allows
+    between classes of the same layout.  Call it like ``StoredEvent`` with all
+    eleven fields, in order; the result is an ordinary frozen ``StoredEvent``.
+    """
+
+    __slots__ = StoredEvent.__slots__
+
+    def __init__(
+        self,
+        obj: dict[str, Any],
+        line: bytes,
+        event_id: str,
+        type: str,
+        ts_ns: int,
+        k: str,
+        file: str,
+        origin_daemon: str,
+        source: str,
+        seq: int | None,
+        state: str,
+    ) -> None:
+        self.obj = obj
+        self.line = line
+        self.event_id = event_id
+        self.type = type
+        self.ts_ns = ts_ns
+        self.k = k
+        self.file = file
+        self.origin_daemon = origin_daemon
+        self.source = source
+        self.seq = seq
+        self.state = state
+        self.__class__ = StoredEvent  # type: ignore[assignment]
+
+
+#: ``make_stored_event(obj, line, event_id, type, ts_ns, k, file, origin_daemon,
+#: source, seq, state)`` → a :class:`StoredEvent`, faster than its constructor.
+make_stored_event: Callable[..., StoredEvent] = _StoredEventBuilder  # type: ignore[assignment]
+
 #: What ``thrum_event_applied`` observers receive.
 AppliedEvent = StoredEvent
 

