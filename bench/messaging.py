@@ -44,6 +44,8 @@ from thrum_core.ids import ulid_str
 from thrum_core.paths import ThrumPaths, client_socket_path
 from thrum_core.timefmt import format_ts
 
+#: The ``thrum`` executable of the running interpreter's environment.
+THRUM = str(Path(sys.executable).parent / "thrum")
 FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
@@ -60,7 +62,7 @@ def env() -> dict[str, str]:
 
 def thrum(repo: Path, *args: str, timeout: float = 3600) -> str:
     done = subprocess.run(
-        ["thrum", *args], cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout
+        [THRUM, *args], cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
         raise RuntimeError(f"thrum {' '.join(args)} failed: {done.stdout}{done.stderr}")
