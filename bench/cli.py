@@ -9,7 +9,9 @@ In a temp git repository with a running daemon:
   boot, first ``health`` answer), median over ``--starts`` start/stop cycles;
   target ≤ 0.5 s;
 * with ``--profile``, the slowest imports of the one-RPC command
-  (``python -X importtime``).
+  (``python -X importtime``), and of the daemon up to ``ready`` with its CPU
+  time by then (the process ``thrum daemon start`` spawns, run in the
+  foreground with a probe that notes ``sys.modules`` when ``ready`` is logged).
 
 Bytecode is cached (in a temp dir) as it is for an installed package;
 medians of CPU time (user + sys) are printed too, since wall time on a busy
@@ -31,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 THRUM = str(BIN / "thrum")
@@ -78,6 +81,23 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f} ms"
 
 
+def _import_rows(stderr: str) -> list[tuple[int, int, str]]:
+    """``(cumulative µs, self µs, indented name)`` of each ``-X importtime`` line."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        self_us, cumulative_us, name = line[len("import time:") :].split("|", 2)
+        rows.append((int(cumulative_us), int(self_us), name.rstrip()))
+    return rows
+
+
+def _print_rows(rows: list[tuple[int, int, str]], top: int) -> None:
+    for cumulative, self_time, name in sorted(rows, reverse=True)[:top]:
+        print(f"  {cumulative:8d} {self_time:8d}  {name}")
+    print(f"  modules imported: {len(rows)}")
+
+
 def profile(cwd: Path, top: int = 15) -> None:
     """Print the ``top`` imports with the largest cumulative time for the one-RPC command."""
     code = "import sys; from thrum_cli.main import main; main(sys.argv[1:])"
@@ -89,16 +109,62 @@ def profile(cwd: Path, top: int = 15) -> None:
         text=True,
         timeout=60,
     )
-    rows = []
-    for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        self_us, cumulative_us, name = line[len("import time:") :].split("|", 2)
-        rows.append((int(cumulative_us), int(self_us), name.rstrip()))
     print(f"\nslowest imports of `thrum {' '.join(ONE_RPC)}` (cumulative / self, µs):")
-    for cumulative, self_time, name in sorted(rows, reverse=True)[:top]:
-        print(f"  {cumulative:8d} {self_time:8d}  {name}")
-    print(f"  modules imported: {len(rows)}")
+    _print_rows(_import_rows(done.stderr), top)
+
+
+# Runs the daemon as ``thrum daemon start`` spawns it; when the kernel logs
+# ``ready`` it writes its CPU time and ``sys.modules`` to argv[1] and stops.
+READY_PROBE = """
+import json, logging, os, sys, time
+
+class Probe(logging.Filter):
+    def filter(self, record):
+        if record.name == "thrum.kernel" and record.getMessage().startswith("ready"):
+            with open(sys.argv[1], "w") as fh:
+                json.dump({"cpu_s": time.process_time(), "modules": sorted(sys.modules)}, fh)
+            os.kill(os.getpid(), 15)
+        return True
+
+logging.getLogger("thrum.kernel").addFilter(Probe())
+from thrum_core.daemon import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _daemon_until_ready(repo: Path, *, importtime: bool) -> tuple[dict[str, Any] | None, str]:
+    """Run the probe once: ``({cpu_s, modules} at ready or None, stderr)``."""
+    out = repo.parent / "ready.json"
+    out.unlink(missing_ok=True)
+    flags = ["-X", "importtime"] if importtime else []
+    done = subprocess.run(
+        [sys.executable, *flags, "-c", READY_PROBE, str(out), "run", "--repo", str(repo)],
+        cwd=repo,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return (json.loads(out.read_text()) if out.exists() else None), done.stderr
+
+
+def profile_daemon(repo: Path, top: int = 15, runs: int = 5) -> None:
+    """Print the daemon's CPU time at ``ready`` (median of ``runs``) and its slowest imports until then."""
+    cpu = []
+    for _ in range(runs):
+        ready, stderr = _daemon_until_ready(repo, importtime=False)
+        if ready is None:
+            print(f"\nthe daemon did not get ready:\n{stderr[-2000:]}")
+            return
+        cpu.append(ready["cpu_s"])
+    ready, stderr = _daemon_until_ready(repo, importtime=True)
+    assert ready is not None, stderr
+    before = set(ready["modules"])
+    rows = [row for row in _import_rows(stderr) if row[2].strip() in before]
+    med = statistics.median(cpu)
+    print(f"\ndaemon CPU time at ready: median {ms(med)} (min {ms(min(cpu))}, {runs} runs)")
+    print("slowest imports of the daemon before ready (cumulative / self, µs):")
+    _print_rows(rows, top)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -149,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             if args.profile:
                 profile(repo)
+                run([THRUM, "daemon", "stop"], repo)
+                profile_daemon(repo)
         finally:
             run([THRUM, "daemon", "stop", "--force"], repo, check=False)
 

@@ -112,6 +112,7 @@ class Kernel:
         self._transport_objects: list[Any] = []
         self._identity_block: dict[str, Any] | None = None
         self._services_done = trio.Event()
+        self._ready_event = trio.Event()
         self._services_scope: trio.CancelScope | None = None
         self._transports_scope: trio.CancelScope | None = None
 
@@ -156,6 +157,14 @@ class Kernel:
                     log.exception("notifier %s failed", entry.name)
 
     # -- lifecycle ---------------------------------------------------------------
+    async def wait_ready(self) -> None:
+        """Return once the daemon serves (its transports listen).
+
+        For a service's start-up work that need not delay ``ready``: loading a
+        heavy library, a first sync cycle.
+        """
+        await self._ready_event.wait()
+
     def open_store(self) -> EventStore:
         """Prepare sync backends, repair torn lines, open the projection, catch up."""
         for entry in self.sync_backends.entries():
@@ -197,8 +206,10 @@ class Kernel:
                 self._transports_scope = trio.CancelScope()
                 await root.start(self._run_transports, self._transports_scope)
                 self.ready = True
+                self._ready_event.set()
                 log.info("ready (pid %s, socket %s)", os.getpid(), self.status.get("socket_path"))
                 task_status.started(self)
+                root.start_soon(self._build_deferred_params)
                 if shutdown_trigger is None:
                     await trio.sleep_forever()
                 else:
@@ -206,6 +217,21 @@ class Kernel:
                 await self._shutdown(store)
         finally:
             self.ready = False
+
+    async def _build_deferred_params(self) -> None:
+        """Build the parameter validators that ``Params`` leaves for first use, one per tick.
+
+        Started once the daemon serves, so that start-up does not wait for
+        them; a request arriving meanwhile waits for at most one model.
+        """
+        for model in self.methods.unbuilt_params():
+            await trio.sleep(0)
+            if self.shutting_down:
+                return
+            try:
+                model.model_rebuild(raise_errors=False)
+            except Exception:  # it is built (and fails visibly) on first use instead
+                log.debug("building the validator of %s failed", model.__name__, exc_info=True)
 
     async def _shutdown(self, store: EventStore) -> None:
         log.info("shutting down")

@@ -14,7 +14,7 @@ from thrum_core.events.types import EventType
 from thrum_core.kernel import Kernel
 from thrum_core.markers import hookimpl
 from thrum_core.plugins.registry import Registrar
-from thrum_core.rpc.spec import CallContext, MethodRegistrar
+from thrum_core.rpc.spec import CallContext, MethodRegistrar, MethodRegistry, Params
 from thrum_core.testing import (
     KERNEL_ESSENTIALS,
     ThrumRepo,
@@ -216,3 +216,78 @@ async def test_two_kernels_side_by_side(thrum_kernel_runner: KernelRunner, tmp_p
         async with await open_async_client(kernel.status["socket_path"]) as client:
             ids.add((await client.call("health"))["repo_id"])
     assert len(ids) == 2
+
+
+class EchoParams(Params):
+    """Parameters of ``kt.echo`` (validators built on first use, like every ``Params``)."""
+
+    text: str
+    times: int = 1
+
+
+class Echo:
+    """A plugin with one parameterised method and a service that waits for ``ready``."""
+
+    def __init__(self, params: type[EchoParams]) -> None:
+        self.params = params
+        self.saw_ready: bool | None = None
+
+    @hookimpl
+    def thrum_register_rpc_methods(self, register: MethodRegistrar) -> None:
+        async def echo(params: EchoParams, ctx: CallContext) -> str:
+            return params.text * params.times
+
+        register("kt.echo", echo, params=self.params)
+
+    @hookimpl
+    def thrum_register_services(self, register: Registrar) -> None:
+        async def after_ready(kernel: Kernel) -> None:
+            await kernel.wait_ready()
+            self.saw_ready = kernel.ready
+
+        register("after-ready", after_ready)
+
+
+async def test_param_validators_are_built_after_ready(
+    thrum_kernel_runner: KernelRunner, thrum_repo: ThrumRepo
+) -> None:
+    class FreshParams(EchoParams):
+        """A subclass of its own, so that no other test has built its validator."""
+
+    assert not FreshParams.__pydantic_complete__  # defer_build: nothing built at class creation
+    echo = Echo(FreshParams)
+    pm = make_test_pm(KERNEL_ESSENTIALS)
+    register_test_plugin(pm, echo, "echo")
+    kernel = await thrum_kernel_runner.start(pm, thrum_repo)
+    with trio.fail_after(5):
+        while kernel.methods.unbuilt_params() or echo.saw_ready is None:
+            await trio.sleep(0.01)
+    assert echo.saw_ready is True
+    assert FreshParams.__pydantic_complete__  # built by the kernel, not by a call
+    async with await open_async_client(kernel.status["socket_path"]) as client:
+        assert await client.call("kt.echo", {"text": "ab", "times": 2}) == "abab"
+        with pytest.raises(ThrumError) as info:
+            await client.call("kt.echo", {"text": "ab", "times": "2"})  # strict: no coercion
+        assert info.value.code == -32602
+
+
+def test_deferred_validators_build_on_first_use() -> None:
+    class FirstUse(Params):
+        name: str
+
+    assert not FirstUse.__pydantic_complete__
+    assert FirstUse.model_validate({"name": "x"}).name == "x"
+    assert FirstUse.__pydantic_complete__
+    registry = MethodRegistry()
+
+    async def handler(params: Any, ctx: CallContext) -> None:
+        return None
+
+    class Unused(Params):
+        n: int
+
+    registry.bound("p")("m.first", handler, params=FirstUse)
+    registry.bound("p")("m.unused", handler, params=Unused)
+    registry.bound("p")("m.again", handler, params=Unused)
+    registry.bound("p")("m.none", handler)
+    assert registry.unbuilt_params() == [Unused]

@@ -21,6 +21,7 @@ from thrum_core.markers import hookimpl
 from thrum_core.plugins.loader import (
     BUILTIN_DIST,
     discover,
+    is_builtin_command_plugin,
     is_enabled,
     load_entry_points,
     make_plugin_manager,
@@ -163,6 +164,38 @@ def test_duplicate_entry_point_name_is_loaded_once(site: Path) -> None:
     assert names.count("tp-same") == 1
     spec = next(s for s in discover() if s.name == "tp-same")
     assert spec.dist == "first-dist"  # deterministic: sorted by distribution name
+
+
+def test_skip_leaves_entry_points_out_unimported_and_unrecorded(site: Path) -> None:
+    dist(site, "tp-dist", {"tp-alpha": "tp_alpha", "tp-broken": "tp_broken_import"})
+    manager = make_plugin_manager(
+        {"THRUM_LOAD_PLUGINS": "tp-alpha,tp-broken"}, skip=lambda spec: spec.name == "tp-broken"
+    )
+    assert "tp-broken" not in manager.records
+    assert "tp_broken_import" not in sys.modules
+    assert manager.records["tp-alpha"].status == LOADED
+
+
+def test_the_daemon_skips_only_thrums_own_command_plugins(site: Path) -> None:
+    dist(site, "tp-dist", {"cli.tp": "tp_alpha"})
+    specs = {s.name: s for s in discover()}
+    assert is_builtin_command_plugin(specs["cli.daemon"])
+    assert not is_builtin_command_plugin(specs["rpc.health"])
+    # A third party's plugin may implement daemon hooks whatever its name.
+    assert not is_builtin_command_plugin(specs["cli.tp"])
+    manager = make_plugin_manager(skip=is_builtin_command_plugin)
+    assert "cli.tp" in manager.records and "rpc.health" in manager.records
+    assert not [name for name in manager.records if specs[name].builtin and name.startswith("cli.")]
+
+
+def test_discover_reads_name_and_version_of_each_distribution(site: Path) -> None:
+    dist(site, "tp-many", {"tp-one": "tp_alpha", "tp-two": "tp_beta"})
+    specs = {s.name: s for s in discover()}
+    assert (specs["tp-one"].dist, specs["tp-one"].version) == ("tp-many", "0.0.1")
+    assert (specs["tp-two"].dist, specs["tp-two"].version) == ("tp-many", "0.0.1")
+    from importlib.metadata import version
+
+    assert specs["rpc.health"].version == version(BUILTIN_DIST)
 
 
 # -- escape hatches -------------------------------------------------------------------

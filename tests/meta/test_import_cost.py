@@ -123,3 +123,16 @@ def test_the_wrapper_would_notice(running_repo: Path) -> None:
     code, _, modules = modules_after(["plugins", "--json"], running_repo)
     assert code == 0
     assert "pluggy" in heavy(modules) and "importlib.metadata" in heavy(modules)
+
+
+def test_builtin_command_plugins_only_add_commands() -> None:
+    """The daemon does not import thrum's ``cli.*`` plugins: they must implement nothing else."""
+    from thrum_core.plugins.loader import discover, is_builtin_command_plugin, make_plugin_manager
+
+    skipped = {spec.name for spec in discover() if is_builtin_command_plugin(spec)}
+    assert "cli.daemon" in skipped
+    manager = make_plugin_manager({})
+    for name in sorted(skipped):
+        record = manager.records[name]
+        assert record.status == "loaded", (name, record.error)
+        assert record.hooks == ["thrum_register_commands"], name

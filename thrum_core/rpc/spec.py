@@ -32,9 +32,14 @@ class Params(BaseModel):
     Strict (no coercion: ``"10"`` is not an int) and closed (unknown keys are
     -32602).  ``caller_agent_id`` and ``x_*`` keys are taken out by the
     dispatcher before validation, and a JSON ``null`` means "absent".
+
+    Validators are built on first use (``defer_build``), not when the plugin
+    module is imported: the daemon starts without building a validator for
+    each of its methods; the kernel builds them once it serves
+    (:meth:`MethodRegistry.unbuilt_params`).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 @dataclass
@@ -132,3 +137,12 @@ class MethodRegistry(Registry[MethodSpec]):
 
     def bound(self, plugin: str) -> MethodRegistrar:  # type: ignore[override]
         return MethodRegistrar(self, plugin)
+
+    def unbuilt_params(self) -> list[type[BaseModel]]:
+        """The parameter models whose validators are not built yet (deferred), once each."""
+        models: dict[int, type[BaseModel]] = {}
+        for entry in self.entries():
+            model = entry.obj.params
+            if model is not None and not model.__pydantic_complete__:
+                models.setdefault(id(model), model)
+        return list(models.values())

@@ -1,8 +1,9 @@
 """``thrum daemon start|stop|status|restart|logs|run`` (SPEC §14).
 
-``start`` spawns ``thrum daemon run --repo <main root>`` detached (new
-session, stdin ``/dev/null``, stdout/stderr appended to ``var/daemon.log``)
-and polls ``health`` until the daemon answers.  ``run`` boots the kernel in
+``start`` spawns ``python -m thrum_core.daemon run --repo <main root>`` (the
+same daemon as ``thrum daemon run``, without click) detached (new session,
+stdin ``/dev/null``, stdout/stderr appended to ``var/daemon.log``) and polls
+``health`` until the daemon answers.  ``run`` boots the kernel in
 this process.  Everything but ``run`` uses only the stdlib client and
 lifecycle helpers, so these commands stay fast.
 """
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 START_TIMEOUT_S = 10.0
 # SPEC §14 says "poll every 100 ms"; a shorter interval costs nothing (a failed
 # connect to a missing socket is microseconds) and trims up to 100 ms off start.
-START_POLL_S = 0.02
+START_POLL_S = 0.005
 STOP_TIMEOUT_S = 15.0
 STOP_POLL_S = 0.1
 KILL_TIMEOUT_S = 5.0
@@ -263,7 +264,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _child_command(paths: ThrumPaths, local: bool | None) -> list[str]:
-    cmd = [sys.executable, "-m", "thrum_cli", "daemon", "run", "--repo", str(paths.main_root)]
+    cmd = [sys.executable, "-m", "thrum_core.daemon", "run", "--repo", str(paths.main_root)]
     if local is not None:
         cmd.append("--local" if local else "--no-local")
     return cmd
@@ -511,6 +512,7 @@ def start(local: bool | None, foreground: bool) -> None:
 @click.option("--foreground", is_flag=True, help="Also log to stderr.")
 def run(local: bool | None, foreground: bool) -> None:
     """Run the daemon in this process (what ``start`` spawns)."""
+    # ``start`` spawns the same daemon without click: ``python -m thrum_core.daemon run``.
     _run_in_process(_paths(), local, foreground=foreground)
 
 

@@ -61,6 +61,9 @@ from thrum_core.fsutil import atomic_write_bytes
 from thrum_core.ids import event_id_of
 from thrum_core.timefmt import TS_MAX_NS, format_ts_seconds, parse_ts_ns
 
+# Shared with the pygit2-free start-up check; re-exported here for the engine's users.
+from thrum_plugins.sync._git_files import NETWORK_TIMEOUT_S, SYNC_BRANCH, SYNC_REF
+
 __all__ = [
     "EMPTY_TREE",
     "INIT_BRANCH_MESSAGE",
@@ -97,8 +100,6 @@ __all__ = [
     "sync_message",
 ]
 
-SYNC_BRANCH = "a-sync"
-SYNC_REF = f"refs/heads/{SYNC_BRANCH}"
 #: The id of git's empty tree (the tree of the orphan root commit, §11.1).
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 #: Name of the worktree entry under ``<common dir>/worktrees/``.
@@ -110,8 +111,6 @@ SIGNATURE_EMAIL = "thrum@local"
 #: Event types that are tombstones (§6.7); new ones arriving from the remote make
 #: the merge filter every JSONL file, not only the ones it changed.
 TOMBSTONE_TYPES = frozenset({"purge.executed", "agent.cleanup"})
-#: Default bound of a fetch or a push (§11.1).
-NETWORK_TIMEOUT_S = 60.0
 #: How many times libgit2 may ask for credentials before the attempt is abandoned
 #: (libgit2 otherwise keeps asking as long as the callback answers).
 MAX_CREDENTIAL_ATTEMPTS = 6

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,12 +51,17 @@ from thrum_core.fsutil import atomic_write_bytes
 from thrum_core.ids import event_id_of
 from thrum_core.paths import read_origin_url
 from thrum_core.timefmt import format_ts, parse_ts_ns
-from thrum_plugins.sync import _git_impl as engine
+from thrum_plugins.sync._git_files import NETWORK_TIMEOUT_S, SYNC_BRANCH, SYNC_REF, healthy_sync_tip
 
 if TYPE_CHECKING:
     from thrum_core.events.store import EventStore
     from thrum_core.kernel import Kernel
     from thrum_core.paths import ThrumPaths
+    from thrum_plugins.sync import _git_impl as engine
+
+#: The pygit2 engine; every function imports it where it needs it, so that a
+#: daemon whose worktree is healthy answers ``health`` before pygit2 is loaded.
+ENGINE_MODULE = "thrum_plugins.sync._git_impl"
 
 __all__ = [
     "MAX_PUSH_RETRIES",
@@ -163,9 +170,9 @@ def remove_stale_locks(common_dir: Path, sync_dir: Path, remote: str | None) -> 
     index, ``refs/heads/a-sync`` and ``refs/remotes/<remote>/a-sync``.  Call it
     only while holding the daemon lock (no other thrum process runs).
     """
-    candidates = [common_dir / "refs" / "heads" / f"{engine.SYNC_BRANCH}.lock"]
+    candidates = [common_dir / "refs" / "heads" / f"{SYNC_BRANCH}.lock"]
     if remote:
-        candidates.append(common_dir / "refs" / "remotes" / remote / f"{engine.SYNC_BRANCH}.lock")
+        candidates.append(common_dir / "refs" / "remotes" / remote / f"{SYNC_BRANCH}.lock")
     dotgit = sync_dir / ".git"
     with contextlib.suppress(OSError, UnicodeDecodeError):
         text = dotgit.read_text("utf-8").strip()
@@ -192,6 +199,8 @@ def _drop_empty_placeholder(repo_path: Path, sync_dir: Path) -> None:
     An empty directory holds nothing to recover, so it is not moved aside as a
     broken worktree; the engine then adds the worktree there.
     """
+    from thrum_plugins.sync import _git_impl as engine
+
     try:
         empty = sync_dir.is_dir() and not sync_dir.is_symlink() and not any(sync_dir.iterdir())
         if empty and engine.check_worktree(repo_path, sync_dir) is not None:
@@ -207,6 +216,8 @@ def init_repo(paths: ThrumPaths, remote: str | None) -> dict[str, Any]:
     Returns ``{sync_worktree, branch, branch_source, worktree, initialized,
     recovered, moved_to}``.
     """
+    from thrum_plugins.sync import _git_impl as engine
+
     repo_path = paths.root
     sync_dir = paths.sync_dir
     branch_source = engine.ensure_branch(repo_path, remote)
@@ -215,7 +226,7 @@ def init_repo(paths: ThrumPaths, remote: str | None) -> dict[str, Any]:
     recovered = import_recovered(sync_dir, status.moved_to, status.recovered_files)
     return {
         "sync_worktree": str(status.path),
-        "branch": engine.SYNC_BRANCH,
+        "branch": SYNC_BRANCH,
         "branch_source": branch_source,
         "worktree": status.state,
         "initialized": status.initialized,
@@ -310,7 +321,7 @@ class GitSyncService:
         self.debounce_s: float = max(int(cfg.sync_debounce_ms), 0) / 1000.0
         self.repo_path: Path = self.paths.main_root
         self.sync_dir: Path = self.paths.sync_dir
-        self.network_timeout_s: float = engine.NETWORK_TIMEOUT_S
+        self.network_timeout_s: float = NETWORK_TIMEOUT_S
 
         self.running = False
         self.worktree_error: str | None = None
@@ -359,11 +370,25 @@ class GitSyncService:
 
     # -- start-up (blocking, before the store opens) -------------------------------
     def prepare(self) -> dict[str, Any]:
-        """Check and repair the branch and the worktree; import lines of a broken copy (§11.1)."""
+        """Check and repair the branch and the worktree; import lines of a broken copy (§11.1).
+
+        When plain files show a healthy, initialised worktree
+        (:func:`~thrum_plugins.sync._git_files.healthy_sync_tip`) there is
+        nothing to repair and pygit2 is not loaded here.
+        """
         remote = None if self.local_only else self.remote_name
         result: dict[str, Any] = {"state": None, "recovered": 0, "moved_to": None, "stale_locks": []}
         try:
             result["stale_locks"] = remove_stale_locks(self.paths.git_common_dir, self.sync_dir, remote)
+            tip = healthy_sync_tip(self.paths.git_common_dir, self.sync_dir)
+            if tip is not None:
+                result["state"] = "ok"
+                self.worktree_error = None
+                self.head = tip
+                self.prepared = result
+                return result
+            from thrum_plugins.sync import _git_impl as engine
+
             _drop_empty_placeholder(self.repo_path, self.sync_dir)
             status = engine.ensure_worktree(self.repo_path, self.sync_dir, remote)
             result["state"] = status.state
@@ -391,7 +416,7 @@ class GitSyncService:
             import pygit2
 
             repo = pygit2.Repository(str(self.repo_path))
-            ref = repo.references.get(engine.SYNC_REF)
+            ref = repo.references.get(SYNC_REF)
             return None if ref is None else str(ref.resolve().target)
         except Exception:
             return None
@@ -459,7 +484,7 @@ class GitSyncService:
 
     # -- the loop --------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The sync loop (a kernel service): a first cycle at once, then per trigger."""
+        """The sync loop (a kernel service): a first cycle once the daemon serves, then per trigger."""
         if self.prepared is None:
             await trio.to_thread.run_sync(self._check_only)
         if self.worktree_error is not None:
@@ -472,6 +497,10 @@ class GitSyncService:
         self._forced = True  # the start-up cycle
         task_status.started()
         try:
+            # The engine (pygit2, ~100 ms to import) loads after ``ready`` and in a
+            # worker thread: on the trio thread it would hold up every request.
+            await self.kernel.wait_ready()
+            await trio.to_thread.run_sync(importlib.import_module, ENGINE_MODULE)
             while True:
                 reason = await self._wait_for_trigger()
                 await self.run_cycle(reason)
@@ -485,6 +514,8 @@ class GitSyncService:
 
     def _check_only(self) -> None:
         """Health check when ``prepare`` did not run (the store was opened elsewhere)."""
+        from thrum_plugins.sync import _git_impl as engine
+
         try:
             reason = engine.check_worktree(self.repo_path, self.sync_dir)
         except Exception as exc:
@@ -529,6 +560,8 @@ class GitSyncService:
         """Step 2 in a worker thread: ``None`` when there is no remote to fetch from."""
         if not self._has_remote():
             return None
+        from thrum_plugins.sync import _git_impl as engine
+
         return engine.fetch(self.repo_path, self.remote_name, timeout_s=self.network_timeout_s)
 
     def _tombstone_hook(
@@ -554,6 +587,8 @@ class GitSyncService:
 
     def _local_steps(self, tip: Any, message: str | None = None) -> _LocalResult:
         """Steps 3 to 5 inside the writer: merge ``tip``, project the new events, commit."""
+        from thrum_plugins.sync import _git_impl as engine
+
         result = _LocalResult(None, 0, None)
         commit_tip = tip
         clock = time.perf_counter
@@ -724,6 +759,8 @@ class GitSyncService:
         report.error = error
 
     def _push(self) -> engine.PushResult:
+        from thrum_plugins.sync import _git_impl as engine
+
         return engine.push(self.repo_path, self.remote_name, timeout_s=self.network_timeout_s)
 
     # -- context.sync ------------------------------------------------------------------------
@@ -782,7 +819,16 @@ class GitSyncService:
     # -- status -----------------------------------------------------------------------------
     def transport(self) -> dict[str, Any]:
         """Which transport the network operations used (the engine's ``TRANSPORT_STATUS``)."""
-        ts = engine.TRANSPORT_STATUS
+        # Read only if the engine is loaded: importing it here would block the trio thread.
+        ts = getattr(sys.modules.get(ENGINE_MODULE), "TRANSPORT_STATUS", None)
+        if ts is None:  # not loaded yet: nothing went over the network
+            return {
+                "last_via": None,
+                "fallback_used": False,
+                "fallback_count": 0,
+                "last_fallback_reason": None,
+                "last_fallback_at": None,
+            }
         return {
             "last_via": ts.last_via,
             "fallback_used": ts.fallback_used,
@@ -809,7 +855,7 @@ class GitSyncService:
             "local_only": self.local_only,
             "local_only_source": self.local_only_source,
             "remote": remote,
-            "branch": engine.SYNC_BRANCH,
+            "branch": SYNC_BRANCH,
             "worktree": str(self.sync_dir),
             "interval_s": self.interval_s,
             "last_sync_at": self.last_sync_at,
