@@ -8,7 +8,6 @@ catches up.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import tarfile
@@ -27,6 +26,8 @@ from thrum_core.testing.daemon import DaemonProcess
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
 from thrum_core.timefmt import format_ts
 
+from .conftest import clean_environ
+
 DAY = 86_400 * 10**9
 FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 def thrum(repo: ThrumRepo, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the installed ``thrum`` for ``repo``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
+    env = clean_environ()
     env["GIT_CONFIG_NOSYSTEM"] = "1"
     return subprocess.run(
         ["thrum", "--repo", str(repo.root), *args],
@@ -52,7 +53,7 @@ def as_json(done: subprocess.CompletedProcess[str]) -> Any:
 
 
 def git(cwd: Path, *args: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
+    env = clean_environ()
     env.update(
         GIT_CONFIG_NOSYSTEM="1",
         HOME=str(cwd),

@@ -352,23 +352,24 @@ class SyncPool:
         self._threads: list[threading.Thread] = []
         self._lock = _thread.allocate_lock()
 
-    def start(self, jobs: Sequence[Callable[[], None]]) -> SyncGroup:
+    def start(self, jobs: Sequence[Callable[[], None]], *, inline_first: bool = True) -> SyncGroup:
         """Start ``jobs`` and return their group.
 
-        The first job runs right here, in the calling thread, after the others
-        were handed to the pool threads (each on its own thread when there are
-        enough).  A batch that touched one file thus costs no thread hand-over
-        at all: waking a thread and passing the GIL back and forth costs more
-        than the projection work an fsync on another thread could overlap.
+        With ``inline_first`` the first job runs right here, in the calling
+        thread, after the others were handed to the pool threads (each on its
+        own thread when there are enough): a caller with nothing else to do
+        then pays no thread hand-over for a single job.  Without it every job
+        goes to the pool and the caller may work while they run.
         """
         group = SyncGroup(len(jobs))
-        if len(jobs) > 1:
-            want = min(len(jobs) - 1, self._max)
+        first = 1 if inline_first else 0
+        if len(jobs) > first:
+            want = min(len(jobs) - first, self._max)
             if len(self._threads) < want:
                 self._grow(want)
-            for job in jobs[1:]:
+            for job in jobs[first:]:
                 self._jobs.put((job, group))
-        if jobs:
+        if jobs and inline_first:
             try:
                 jobs[0]()
             except BaseException as exc:

@@ -97,8 +97,16 @@ IN_MEMORY_BYTES = 8 * 1024 * 1024
 SPILL_IN_MEMORY = 50_000
 #: Events applied together (their ``events`` rows are inserted first).
 APPLY_CHUNK = 256
-#: Rows per block when merging the files of a streamed ingest.
+#: Rows per block when merging the files of a streamed ingest...
 MERGE_BLOCK = 128
+#: ...and rows buffered by all the files together, at most (every buffered row
+#: holds a parsed event: a log sharded over hundreds of agents would otherwise
+#: keep tens of megabytes of them).
+MERGE_ROWS = 2048
+#: The smallest block, however many files there are.
+MERGE_BLOCK_MIN = 8
+#: ``PRAGMA journal_size_limit`` of the write connection, in bytes.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: Rebuilds commit every this many events (keeps the WAL small).
 REBUILD_COMMIT_EVERY = 20_000
 #: SQLite page cache of the write connection during a rebuild, in KiB (the
@@ -118,7 +126,7 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
     type TEXT,
     ts_ns,
@@ -234,6 +242,24 @@ def decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
 #: (and the Go tool) write; kept under this name for the store's callers.
 ts_ns = parse_ts_ns
 
+# "YYYY-MM-DDTHH:MM:SS" → ns of recently read timestamps in thrum's format
+# (``...SS.ffffffZ``): events written together share their second, and the log
+# reader then adds the microseconds itself.  Bounded: emptied when full.
+_SECOND_NS: dict[str, int] = {}
+_SECOND_NS_MAX = 4096
+
+
+def _remember_second(text: str, ns: int) -> None:
+    """Cache the second of ``text`` (27 characters, ``...SS.ffffffZ``, parsed as ``ns``)."""
+    if text[26] != "Z" or text[19] != "." or text[10] != "T":
+        return
+    frac = text[20:26]
+    if not (frac.isdigit() and frac.isascii()):
+        return
+    if len(_SECOND_NS) >= _SECOND_NS_MAX:
+        _SECOND_NS.clear()
+    _SECOND_NS[text[:19]] = ns - int(frac) * 1000
+
 
 # SQLite result codes that mean the database or the disk failed, as opposed to
 # a reducer's bad statement (SQLITE_ERROR, SQLITE_CONSTRAINT, SQLITE_MISMATCH...).
@@ -270,10 +296,15 @@ def invalid_line_id(line: bytes) -> str:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open the write connection (WAL, ``synchronous=NORMAL``, foreign keys, 5 s busy timeout)."""
+    """Open the write connection (WAL, ``synchronous=NORMAL``, foreign keys, 5 s busy timeout).
+
+    ``journal_size_limit``: a rebuild's last transaction may leave a WAL of
+    hundreds of megabytes; it is cut back to this size once checkpointed.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
@@ -446,6 +477,8 @@ class _Ctx(ApplyContext):
         self._proj = proj
         self.db = proj.conn
         self.live = False
+        self.rebuilding = False
+        self.memo = {}
         self.daemon_id = proj.daemon_id
 
     def provide(self, key: str) -> None:
@@ -634,6 +667,7 @@ class Projection:
         data = [
             CORE_SCHEMA_VERSION,
             [[m.owner, list(m.steps)] for m in self.registry.migrations(local=False)],
+            hashlib.sha256(CORE_SCHEMA.encode()).hexdigest(),
         ]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -756,7 +790,20 @@ class Projection:
         self.counts = {}
         self.needs_rewrite = False
         self._seq = None
+        self._ctx.memo.clear()
         return epoch
+
+    def run_rebuild_hooks(self, stage: str) -> None:
+        """Run every owner's rebuild hook ``stage`` (``start`` or ``finish``), inside the transaction."""
+        for hooks in self.registry.rebuild_hooks():
+            fn = hooks.start if stage == "start" else hooks.finish
+            if fn is None:
+                continue
+            try:
+                fn(self.conn)
+            except sqlite3.Error as exc:
+                raise ThrumError(f"rebuild {stage} hook of {hooks.owner!r} failed: {exc}") from exc
+        self._ctx.memo.clear()
 
     def finish_rebuild(self) -> None:
         """Record the build time and clear the in-progress flag."""
@@ -856,10 +903,23 @@ class Projection:
         return et is not None and et.tombstone is not None
 
     # ------------------------------------------------------------------ applying
-    def start_ingest(self, *, source: str, live: bool, collect: bool, collect_limit: int = 1_000_000) -> None:
-        """Reset the counters and say how the next events arrive."""
+    def start_ingest(
+        self,
+        *,
+        source: str,
+        live: bool,
+        collect: bool,
+        collect_limit: int = 1_000_000,
+        rebuilding: bool = False,
+    ) -> None:
+        """Reset the counters and say how the next events arrive.
+
+        ``rebuilding``: a full rebuild into empty tables (see :class:`ApplyContext`).
+        """
         self._source = source
         self._ctx.live = live
+        self._ctx.rebuilding = rebuilding
+        self._ctx.memo.clear()
         self._collect = [] if collect else None
         self._collect_limit = collect_limit
         self._collect_truncated = False
@@ -872,6 +932,7 @@ class Projection:
             stats.events = self._collect
         stats.truncated = self._collect_truncated
         self._collect = None
+        self._ctx.rebuilding = False
         self._stats = IngestStats()
         return stats
 
@@ -974,16 +1035,14 @@ class Projection:
         inserted = self.conn.total_changes - before
         seqs: Iterable[int | None]
         if inserted == count:
-            # AUTOINCREMENT hands out consecutive numbers after the largest one.
+            # Rows get consecutive numbers after the largest one (rows are never deleted).
             seqs = range(prev_seq + 1, prev_seq + 1 + inserted)
             self._seq = prev_seq + inserted
         else:  # some event_ids were already stored: find which rows went in
             got = self._cur.execute(
                 "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (prev_seq,)
             ).fetchall()
-            # An ignored row still consumes an AUTOINCREMENT value (a trailing one
-            # leaves sqlite_sequence past the last row inserted): read it again.
-            self._seq = None
+            self._seq = prev_seq + inserted
             seq_list: list[int | None] = []
             j = 0
             for k in range(count):
@@ -1060,14 +1119,10 @@ class Projection:
         return out
 
     def _last_seq(self) -> int:
-        """The largest ``events.seq`` ever handed out (cached between statements).
-
-        That is ``sqlite_sequence``, not the largest ``seq`` in the table: a
-        row that ``INSERT OR IGNORE`` ignored consumed a value too.
-        """
+        """The largest ``events.seq`` (cached between statements; rows are never deleted)."""
         if self._seq is None:
-            row = self._cur.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-            self._seq = row[0] if row is not None else 0
+            row = self._cur.execute("SELECT max(seq) FROM events").fetchone()
+            self._seq = row[0] if row is not None and row[0] is not None else 0
         return self._seq
 
     def index_invalid(self, line: bytes, text: str | None, obj: Mapping[str, Any] | None, file: str) -> bool:
@@ -1087,7 +1142,6 @@ class Projection:
             self.counts["invalid"] = self.counts.get("invalid", 0) + 1
             self._stats.invalid += 1
             return True
-        self._seq = None  # the ignored row consumed a sequence value
         return False
 
     def _reduce(self, et: EventType, ev: StoredEvent) -> StoredEvent:
@@ -1309,9 +1363,25 @@ class Projection:
             source = self._source
             since_commit = 0
             done = 0
-            for block in merge_sorted_blocks([_blocks(st, MERGE_BLOCK) for st in streams]):
-                for start in range(0, len(block), APPLY_CHUNK):
-                    chunk = block[start : start + APPLY_CHUNK]
+            size = min(MERGE_BLOCK, max(MERGE_BLOCK_MIN, MERGE_ROWS // max(1, len(streams))))
+            # Merged blocks are small when there are many files: gather them
+            # into chunks of APPLY_CHUNK rows, so every chunk's ``events`` rows
+            # go in with the same few multi-row INSERT statements.
+            pending: list[StreamRow] = []
+            blocks = merge_sorted_blocks([_blocks(st, size) for st in streams])
+            while True:
+                block = next(blocks, None)
+                if block is not None:
+                    pending += block
+                    if len(pending) < APPLY_CHUNK:
+                        continue
+                elif not pending:
+                    break
+                # the whole chunks gathered so far (everything at the end)
+                cut = len(pending) if block is None else len(pending) - len(pending) % APPLY_CHUNK
+                ready, pending = pending[:cut], pending[cut:]
+                for start in range(0, cut, APPLY_CHUNK):
+                    chunk = ready[start : start + APPLY_CHUNK]
                     apply(chunk, source)
                     if progress is not None:
                         done += sum(len(r[5]) + 1 for r in chunk)
@@ -1352,6 +1422,7 @@ class Projection:
         """
         scan = _SCAN
         parse_ts = ts_ns
+        seconds = _SECOND_NS
         slow = self.parse
         index_invalid = None if scan_only else self.index_invalid
         mts, meid = -1, ""
@@ -1389,7 +1460,24 @@ class Projection:
                                 obj = None
                     if obj is not None:
                         typ = obj.get("type")
-                        ts = parse_ts(obj.get("timestamp")) if type(typ) is str and typ else None
+                        tsv = obj.get("timestamp")
+                        if type(typ) is not str or not typ:
+                            ts = None
+                        elif (
+                            type(tsv) is str
+                            and len(tsv) == 27
+                            and tsv[26] == "Z"
+                            and tsv[19] == "."
+                            and (base := seconds.get(tsv[:19])) is not None
+                            and (frac := tsv[20:26]).isdigit()
+                            and frac.isascii()
+                        ):
+                            # thrum's own format, in a second seen before (parse_ts gives the same)
+                            ts = base + int(frac) * 1000
+                        else:
+                            ts = parse_ts(tsv)
+                            if ts is not None and type(tsv) is str and len(tsv) == 27:
+                                _remember_second(tsv, ts)
                         if ts is None:
                             if index_invalid is not None:
                                 index_invalid(line, text, obj, rel)

@@ -533,12 +533,14 @@ class EventStore:
             for mode in ("optimistic", "scan"):
                 proj.reset_schema()
                 proj.progress = progress
-                proj.start_ingest(source="rebuild", live=False, collect=False)
+                proj.start_ingest(source="rebuild", live=False, collect=False, rebuilding=True)
                 proj.begin()
                 try:
+                    proj.run_rebuild_hooks("start")
                     ends = proj.ingest_files(
                         self.sync_dir, sources, mode=mode, commit_every=_projection.REBUILD_COMMIT_EVERY
                     )
+                    proj.run_rebuild_hooks("finish")
                     for rel, end in ends.items():
                         proj.record_file(self.sync_dir, rel, end)
                     proj.commit()
@@ -560,6 +562,13 @@ class EventStore:
         finally:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA cache_size={int(cache_size)}")
+        # The last transaction (with the owners' finish hooks) can leave a WAL of
+        # hundreds of megabytes: copy it into the database now and empty it
+        # (waits up to the busy timeout for readers; a busy result is harmless).
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("could not checkpoint the projection after the rebuild: %s", exc)
         proj.load_state(recount=False)  # the rebuild counted every event it indexed
         if self._processor is not None:
             self._processor.forget_dirty()

@@ -63,6 +63,7 @@ __all__ = [
     "InvalidEvent",
     "Migrations",
     "Pending",
+    "RebuildHooks",
     "Reducer",
     "SortKey",
     "StoredEvent",
@@ -229,6 +230,14 @@ class ApplyContext:
       ``False`` during rebuild and start-up catch-up.  Reducers must produce
       the same rows either way; ``live`` is only for local side tables.
     - ``daemon_id``: this daemon's id (``origin_daemon`` of local events).
+    - ``rebuilding``: ``True`` while a full rebuild applies the log to freshly
+      created, empty projection tables.  A reducer may then leave out rows of
+      derived tables that its owner's :class:`RebuildHooks` ``finish`` hook
+      computes in bulk at the end (the result after ``finish`` must be what
+      the live path gives).
+    - ``memo``: a dict for facts about the schema a reducer would otherwise
+      look up per event (does a table or trigger exist); emptied whenever an
+      ingest starts and whenever the projection schema is reset.
 
     The store subclasses this; the methods below are the reducer's API.
     """
@@ -236,6 +245,8 @@ class ApplyContext:
     db: sqlite3.Connection
     live: bool
     daemon_id: str
+    rebuilding: bool = False
+    memo: dict[str, Any]
 
     def pending(self, key: str) -> Pending:
         """Return the marker for "wait until something provides ``key``"."""
@@ -336,6 +347,24 @@ class EventType:
 
 
 @dataclass(frozen=True)
+class RebuildHooks:
+    """Bulk work of one owner around a full rebuild (see :attr:`ApplyContext.rebuilding`).
+
+    ``start(db)`` runs right after the projection tables were created (empty),
+    before the first event; ``finish(db)`` after the last one.  Both run inside
+    the rebuild's transaction on the writer's connection and must not commit.
+    A typical pair drops the triggers that maintain derived tables and
+    recomputes those tables (and recreates the triggers) with a few
+    set-based statements, instead of paying for them event by event.
+    """
+
+    owner: str
+    start: Callable[[sqlite3.Connection], None] | None
+    finish: Callable[[sqlite3.Connection], None] | None
+    plugin: str
+
+
+@dataclass(frozen=True)
 class Migrations:
     """Ordered SQL scripts of one owner (projection or local tables)."""
 
@@ -364,6 +393,7 @@ class EventTypeRegistry:
         self._by_name: dict[str, EventType] = {}
         self._name_owner: dict[str, str] = {}
         self._migrations: dict[tuple[str, bool], Migrations] = {}
+        self._rebuild_hooks: dict[str, RebuildHooks] = {}
         self._checked_routes: set[str] = set()
 
     # -- registration -------------------------------------------------------------
@@ -434,6 +464,32 @@ class EventTypeRegistry:
             )
         self._migrations[key] = Migrations(owner, tuple(steps), local, plugin)
 
+    def add_rebuild_hooks(
+        self,
+        owner: str,
+        plugin: str,
+        *,
+        start: Callable[[sqlite3.Connection], None] | None,
+        finish: Callable[[sqlite3.Connection], None] | None,
+    ) -> None:
+        """Register ``owner``'s :class:`RebuildHooks`; refuse a second registration."""
+        if not isinstance(owner, str) or not owner:
+            raise PluginError(f"plugin {plugin!r} registered rebuild hooks with an invalid owner {owner!r}")
+        for name, fn in (("start", start), ("finish", finish)):
+            if fn is not None and not callable(fn):
+                raise PluginError(f"rebuild hook {name} of {owner!r} (plugin {plugin!r}) is not callable")
+        existing = self._rebuild_hooks.get(owner)
+        if existing is not None:
+            raise PluginError(
+                f"rebuild hooks for {owner!r} are registered twice: "
+                f"by plugin {existing.plugin!r} and by plugin {plugin!r}"
+            )
+        self._rebuild_hooks[owner] = RebuildHooks(owner, start, finish, plugin)
+
+    def rebuild_hooks(self) -> list[RebuildHooks]:
+        """Registered rebuild hooks, sorted by owner."""
+        return [self._rebuild_hooks[o] for o in sorted(self._rebuild_hooks)]
+
     def remove_plugin(self, plugin: str) -> None:
         """Forget everything ``plugin`` registered (used when the plugin fails)."""
         for name in [n for n, e in self._types.items() if e.plugin == plugin]:
@@ -443,6 +499,8 @@ class EventTypeRegistry:
             self._by_name.pop(name, None)
         for key in [k for k, m in self._migrations.items() if m.plugin == plugin]:
             del self._migrations[key]
+        for owner in [o for o, h in self._rebuild_hooks.items() if h.plugin == plugin]:
+            del self._rebuild_hooks[owner]
 
     # -- lookups ------------------------------------------------------------------
     def get(self, type_name: str) -> EventType | None:
@@ -513,8 +571,10 @@ class EventTypeRegistrar:
     """What ``thrum_register_event_types`` receives.
 
     ``register(EventType(...))`` adds a type; ``register.migrations(owner,
-    [sql, ...], local=False)`` adds the owner's table migrations.  Both are
-    stamped with the plugin; duplicates are refused naming both plugins.
+    [sql, ...], local=False)`` adds the owner's table migrations;
+    ``register.rebuild_hooks(owner, start=..., finish=...)`` adds its bulk
+    rebuild work.  All are stamped with the plugin; duplicates are refused
+    naming both plugins.
     """
 
     registry: EventTypeRegistry
@@ -529,3 +589,13 @@ class EventTypeRegistrar:
     def migrations(self, owner: str, steps: list[str] | tuple[str, ...], *, local: bool = False) -> None:
         """Register ``owner``'s ordered SQL steps; ``local=True`` for tables kept across rebuilds."""
         self.registry.add_migrations(owner, steps, self.plugin, local=local)
+
+    def rebuild_hooks(
+        self,
+        owner: str,
+        *,
+        start: Callable[[sqlite3.Connection], None] | None = None,
+        finish: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """Register ``owner``'s bulk work around a full rebuild (:class:`RebuildHooks`)."""
+        self.registry.add_rebuild_hooks(owner, self.plugin, start=start, finish=finish)

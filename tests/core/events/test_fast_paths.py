@@ -56,9 +56,8 @@ def _timestamp(line: bytes) -> str:
 
 
 def test_seq_is_exact_after_ignored_rows(paths: ThrumPaths) -> None:
-    # INSERT OR IGNORE consumes an AUTOINCREMENT value for every row it ignores,
-    # so the next sequence is not "largest seq + 1": the returned seqs must still
-    # be the stored ones.
+    # INSERT OR IGNORE skips rows (an invalid line seen twice, a duplicate within
+    # a batch): the returned seqs must still be the stored ones.
     store = EventStore(paths, make_registry(), DAEMON)
     store.open()
     proj = store.projection
@@ -142,6 +141,26 @@ def test_sync_pool_runs_every_job_and_reports_the_first_error() -> None:
     err = pool.start([ok(10), bad, ok(11)]).wait()
     assert isinstance(err, OSError) and {10, 11} <= set(done)
     assert pool.start([]).wait() is None
+    pool.close()
+
+
+def test_sync_pool_can_run_every_job_off_the_calling_thread() -> None:
+    import threading
+
+    pool = SyncPool(2)
+    caller = threading.get_ident()
+    ran_on: list[int] = []
+    gate = threading.Event()
+
+    def job() -> None:
+        gate.wait(5)  # the caller gets control back before the job finishes
+        ran_on.append(threading.get_ident())
+
+    group = pool.start([job, job, job], inline_first=False)
+    assert ran_on == []
+    gate.set()
+    assert group.wait() is None
+    assert len(ran_on) == 3 and caller not in ran_on
     pool.close()
 
 

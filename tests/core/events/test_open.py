@@ -350,3 +350,64 @@ async def test_older_schema_with_other_tables_is_rebuilt(paths: ThrumPaths) -> N
     assert dump_tables(store.reader()) == tables
     assert store.reader().execute("SELECT value FROM p_test_local").fetchone()[0] == "v"
     store.close()
+
+
+def _registry_with_hooks(log: list[str]):
+    """The test types plus a plugin that counts notes in bulk during rebuilds."""
+    from thrum_core.events.types import ApplyContext, EventType, StoredEvent
+
+    reg = make_registry()
+    register = reg.bound("counter")
+    register.migrations("counter", ["CREATE TABLE p_count (author TEXT PRIMARY KEY, n INTEGER)"])
+
+    def reduce_tally(ctx: ApplyContext, ev: StoredEvent) -> None:
+        log.append(f"tally rebuilding={ctx.rebuilding}")
+        if not ctx.rebuilding:  # the finish hook counts everything at once
+            ctx.db.execute(
+                "INSERT INTO p_count VALUES (?, 1) ON CONFLICT(author) DO UPDATE SET n = n + 1",
+                (ev.obj["author"],),
+            )
+        return None
+
+    def start(db: sqlite3.Connection) -> None:
+        log.append(f"start count={db.execute('SELECT count(*) FROM p_count').fetchone()[0]}")
+
+    def finish(db: sqlite3.Connection) -> None:
+        tallies = db.execute("SELECT count(*) FROM events WHERE type='test.tally'").fetchone()[0]
+        log.append(f"finish tallies={tallies}")
+        db.execute("DELETE FROM p_count")
+        db.execute(
+            "INSERT INTO p_count SELECT json_extract(line, '$.author'), count(*) FROM events"
+            " WHERE type='test.tally' GROUP BY 1"
+        )
+
+    register(EventType("test.tally", reduce_tally))
+    register.rebuild_hooks("counter", start=start, finish=finish)
+    return reg
+
+
+async def test_rebuild_hooks_run_around_a_rebuild_only(paths: ThrumPaths) -> None:
+    log: list[str] = []
+    store = EventStore(paths, _registry_with_hooks(log), DAEMON)
+    store.open()  # a new database: built (from an empty log) with the hooks
+    assert log == ["start count=0", "finish tallies=0"]
+    log.clear()
+    tallies = [{"type": "test.tally", "author": a} for a in ("ann", "bob", "ann")]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run_writer)
+        await store.submit(tallies)
+        await store.stop_writer()
+    assert log == ["tally rebuilding=False"] * 3
+    live = store.reader().execute("SELECT author, n FROM p_count ORDER BY author").fetchall()
+    assert [tuple(r) for r in live] == [("ann", 2), ("bob", 1)]
+    log.clear()
+    store.rebuild()
+    assert log == ["start count=0", *["tally rebuilding=True"] * 3, "finish tallies=3"]
+    rebuilt = store.reader().execute("SELECT author, n FROM p_count ORDER BY author").fetchall()
+    assert [tuple(r) for r in rebuilt] == [tuple(r) for r in live]
+    log.clear()
+    store.close()
+    again = EventStore(paths, _registry_with_hooks(log), DAEMON)
+    assert not again.open().rebuilt
+    assert log == []  # reopening catches up: no hooks
+    again.close()

@@ -76,15 +76,37 @@ def test_migrations_registered_once_per_owner_and_kind() -> None:
         reg.bound("a").migrations("bad'owner", [])
 
 
+def test_rebuild_hooks_registered_once_per_owner() -> None:
+    reg = EventTypeRegistry()
+
+    def start(db: object) -> None:
+        return None
+
+    reg.bound("b").rebuild_hooks("b", finish=start)
+    reg.bound("a").rebuild_hooks("a", start=start)
+    assert [(h.owner, h.plugin, h.start, h.finish) for h in reg.rebuild_hooks()] == [
+        ("a", "a", start, None),
+        ("b", "b", None, start),
+    ]
+    with pytest.raises(PluginError, match="'a' are registered twice: by plugin 'a' and by plugin 'c'"):
+        reg.bound("c").rebuild_hooks("a", start=start)
+    with pytest.raises(PluginError, match="not callable"):
+        reg.bound("c").rebuild_hooks("c", finish="DROP TABLE x")  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="invalid owner"):
+        reg.bound("c").rebuild_hooks("", start=start)
+
+
 def test_remove_plugin_forgets_everything_it_registered() -> None:
     reg = EventTypeRegistry()
     reg.bound("a")(EventType("a.x", noop, aliases=("a.old",), tombstone=TombstoneRule(lambda db: None)))
     reg.bound("a").migrations("a", ["CREATE TABLE t (x)"])
+    reg.bound("a").rebuild_hooks("a", start=lambda db: None)
     reg.bound("b")(EventType("b.x", noop))
     reg.remove_plugin("a")
     assert reg.names() == ["b.x"]
     assert reg.get("a.old") is None
     assert reg.migrations(local=False) == []
+    assert reg.rebuild_hooks() == []
     assert reg.tombstone_types() == []
     reg.bound("c")(EventType("a.x", noop))  # the name is free again
 
