@@ -18,6 +18,10 @@ Every measurement runs against a real daemon started with the installed
 3. push latency: from the start of ``message.send`` (and from its reply) to
    the ``notification.message`` on a subscribed connection, p50/p99.
 
+Each line also gives the daemon's CPU time per operation (all its threads, read
+from /proc), which is steadier than wall time on a busy machine.  Lists are
+measured after the daemon's start-up sync cycle and a few warm-up calls.
+
 Targets (issue 5): ≥ 3,000 sends/s sequential, ≥ 6,000/s with 10 clients; list
 p50 ≤ 2 ms at 10k and ≤ 5 ms at 1M; push p50 ≤ 2 ms.
 """
@@ -48,6 +52,7 @@ from thrum_core.timefmt import format_ts
 THRUM = str(Path(sys.executable).parent / "thrum")
 FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+WARM_UP = 10  # list calls before a measurement (the first reads the pages from disk)
 
 
 def log(text: str) -> None:
@@ -96,11 +101,28 @@ def start_daemon(repo: Path, ready_within: float = 300) -> None:
     raise RuntimeError("the daemon did not become ready")
 
 
+def wait_settled(repo: Path, within: float = 600) -> None:
+    """Wait until the daemon's start-up sync cycle is over (committing a big log takes a while).
+
+    Lists measured meanwhile would measure that cycle's competition for the CPU, not the list.
+    """
+    deadline = time.monotonic() + within
+    calm = 0
+    while time.monotonic() < deadline and calm < 2:
+        with client(repo) as c:
+            state = c.call("health")["sync_state"]
+        calm = calm + 1 if state not in ("syncing", "pending") else 0
+        time.sleep(0.5)
+
+
 def query_only(repo: Path, agent: str, rounds: int, **filters: Any) -> tuple[float, float]:
-    """p50/p99 of the same list query run in this process on a read connection (no socket, no JSON)."""
+    """p50/p99 of the same list query run in this process on a read connection (no socket).
+
+    The page is built as the daemon builds it: JSON text made by SQLite.
+    """
     from thrum_core.events.projection import connect_reader
     from thrum_plugins.rpc._message_queries import ListQuery, list_messages
-    from thrum_plugins.rpc._message_results import build_messages
+    from thrum_plugins.rpc._message_results import messages_raw
 
     db = connect_reader(ThrumPaths.for_root(repo).db_path)
     query = ListQuery(for_agent=agent, self_id=agent, exclude_self=True, page_size=100, **filters)
@@ -109,11 +131,32 @@ def query_only(repo: Path, agent: str, rounds: int, **filters: Any) -> tuple[flo
         for _ in range(rounds):
             t = time.perf_counter()
             result = list_messages(db, query)
-            build_messages(db, result.ids, viewer=agent, full=False)
+            messages_raw(db, result.ids, viewer=agent)
             latencies.append(time.perf_counter() - t)
     finally:
         db.close()
     return pct(latencies, 0.5), pct(latencies, 0.99)
+
+
+def daemon_pid(repo: Path) -> int:
+    with client(repo) as c:
+        return int(c.call("health")["pid"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far; 0 where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_note(pid: int, since: float, count: int) -> str:
+    """``daemon CPU x ms/op`` for ``count`` operations since ``since`` (a :func:`cpu_seconds` value)."""
+    used = cpu_seconds(pid) - since
+    return f"daemon CPU {used / count * 1000:.3f} ms/op" if used > 0 else "daemon CPU n/a"
 
 
 def client(repo: Path, timeout: float = 60) -> Client:
@@ -206,12 +249,26 @@ def bench_sends(base: Path, count: int) -> None:
     try:
         senders = [f"sender{i}" for i in range(10)]
         register(repo, [*senders, "sink", "solo", "piper"])
+        pid = daemon_pid(repo)
+        cpu = cpu_seconds(pid)
         rate, errors = send_sequential(repo, "solo", count)
-        print(f"message.send, 1 client, sequential:      {rate:8.0f} msgs/s  ({errors} errors)")
+        print(
+            f"message.send, 1 client, sequential:      {rate:8.0f} msgs/s  ({errors} errors)"
+            f"  {cpu_note(pid, cpu, count)}"
+        )
+        cpu = cpu_seconds(pid)
         rate, errors = send_pipelined(repo, "piper", count)
-        print(f"message.send, 1 client, 64 in flight:    {rate:8.0f} msgs/s  ({errors} errors)")
-        rate, errors = send_concurrent(repo, senders, max(1, count // 5))
-        print(f"message.send, 10 concurrent clients:     {rate:8.0f} msgs/s  ({errors} errors)")
+        print(
+            f"message.send, 1 client, 64 in flight:    {rate:8.0f} msgs/s  ({errors} errors)"
+            f"  {cpu_note(pid, cpu, count)}"
+        )
+        cpu = cpu_seconds(pid)
+        per_client = max(1, count // 5)
+        rate, errors = send_concurrent(repo, senders, per_client)
+        print(
+            f"message.send, 10 concurrent clients:     {rate:8.0f} msgs/s  ({errors} errors)"
+            f"  {cpu_note(pid, cpu, per_client * len(senders))}"
+        )
         bench_push(repo)
     finally:
         thrum(repo, "daemon", "stop")
@@ -259,14 +316,19 @@ def bench_push(repo: Path, count: int = 300) -> None:
 
 
 def time_list(repo: Path, agent: str, rounds: int, **extra: Any) -> tuple[float, float, dict[str, Any]]:
+    """p50, p99 and one result of ``message.list``; the daemon's CPU per call goes in ``result["cpu"]``."""
     latencies: list[float] = []
     params = {"for_agent": agent, "exclude_self": True, "page_size": 100, "caller_agent_id": agent, **extra}
+    pid = daemon_pid(repo)
     with client(repo) as c:
-        result = c.call("message.list", params)
+        for _ in range(WARM_UP):
+            result = c.call("message.list", params)
+        cpu = cpu_seconds(pid)
         for _ in range(rounds):
             t = time.perf_counter()
             c.call("message.list", params)
             latencies.append(time.perf_counter() - t)
+    result["cpu"] = cpu_note(pid, cpu, rounds)
     return pct(latencies, 0.5), pct(latencies, 0.99), result
 
 
@@ -284,15 +346,16 @@ def bench_fixture(base: Path, rounds: int) -> None:
     log(f"fixture imported in {time.perf_counter() - started:.1f} s")
     start_daemon(repo)
     try:
+        wait_settled(repo)
         p50, p99, result = time_list(repo, "coordinator_0000", rounds)
         print(
             f"message.list, Go fixture ({result['total']} in the inbox, {result['unread']} unread), page 100:"
-            f"  p50 {ms(p50)}  p99 {ms(p99)}"
+            f"  p50 {ms(p50)}  p99 {ms(p99)}  {result['cpu']}"
         )
         p50, p99 = query_only(repo, "coordinator_0000", rounds)
-        print(f"  same query in-process (no socket, no JSON):  p50 {ms(p50)}  p99 {ms(p99)}")
-        p50, p99, _ = time_list(repo, "coordinator_0000", rounds, page_size=10)
-        print(f"message.list, Go fixture, page 10:  p50 {ms(p50)}  p99 {ms(p99)}")
+        print(f"  same query in-process (no socket):  p50 {ms(p50)}  p99 {ms(p99)}")
+        p50, p99, result = time_list(repo, "coordinator_0000", rounds, page_size=10)
+        print(f"message.list, Go fixture, page 10:  p50 {ms(p50)}  p99 {ms(p99)}  {result['cpu']}")
     finally:
         thrum(repo, "daemon", "stop")
 
@@ -422,27 +485,28 @@ def bench_big(base: Path, size: int, rounds: int) -> None:
     print(f"rebuild of the generated {size}-message log:  {rebuilt:.1f} s  ({size / rebuilt:.0f} messages/s)")
     start_daemon(repo)
     try:
+        wait_settled(repo)
         p50, p99, result = time_list(repo, agent, rounds)
         print(
             f"message.list, {size} messages ({result['total']} in the inbox,"
             f" {result['unread']} unread), page 100:"
-            f"  p50 {ms(p50)}  p99 {ms(p99)}"
+            f"  p50 {ms(p50)}  p99 {ms(p99)}  {result['cpu']}"
         )
         p50, p99 = query_only(repo, agent, rounds)
-        print(f"  same query in-process (no socket, no JSON):  p50 {ms(p50)}  p99 {ms(p99)}")
+        print(f"  same query in-process (no socket):  p50 {ms(p50)}  p99 {ms(p99)}")
         p50, p99, result = time_list(repo, agent, rounds, page_size=10)
-        print(f"message.list, {size} messages, page 10:  p50 {ms(p50)}  p99 {ms(p99)}")
+        print(f"message.list, {size} messages, page 10:  p50 {ms(p50)}  p99 {ms(p99)}  {result['cpu']}")
         p50, p99, result = time_list(repo, agent, rounds, unread=True)
         print(
             f"message.list, {size} messages, unread only ({result['total']}), page 100:"
-            f"  p50 {ms(p50)}  p99 {ms(p99)}"
+            f"  p50 {ms(p50)}  p99 {ms(p99)}  {result['cpu']}"
         )
         p50, p99, result = time_list(
             repo, agent, max(10, rounds // 10), scope={"type": "task", "value": "T-7"}
         )
         print(
             f"message.list, {size} messages, scope filter ({result['total']}), page 100:"
-            f"  p50 {ms(p50)}  p99 {ms(p99)}"
+            f"  p50 {ms(p50)}  p99 {ms(p99)}  {result['cpu']}"
         )
     finally:
         thrum(repo, "daemon", "stop")

@@ -196,6 +196,31 @@ def test_timeout_then_connection_usable(client: Client) -> None:
     probe(client)
 
 
+def test_suspending_requests_one_after_another_then_a_timeout_then_pipelined(client: Client) -> None:
+    # Each request suspends, so another task takes over reading each time (a parked one when
+    # there is one); a timed-out request must not leave the connection without a reader.
+    for i in range(30):
+        assert client.call("test.slow", {"seconds": 0.001, "tag": str(i)}) == {"slept": 0.001, "tag": str(i)}
+    client.send_raw(json.dumps(req("test.deadline", {"seconds": 5}, id="t")).encode() + b"\n")
+    reply = client.read_message()
+    assert isinstance(reply, dict) and reply["error"]["code"] == -32004
+    for i in range(5):
+        assert client.call("test.slow", {"seconds": 0.001, "tag": str(i)})["tag"] == str(i)
+    client.send_raw(
+        b"".join(
+            json.dumps(req("test.slow", {"seconds": 0.01 * (i % 3), "tag": str(i)}, id=i)).encode() + b"\n"
+            for i in range(40)
+        )
+    )
+    got = set()
+    for _ in range(40):
+        reply = client.read_message()
+        assert isinstance(reply, dict) and reply["result"]["tag"] == str(reply["id"])
+        got.add(reply["id"])
+    assert got == set(range(40))
+    probe(client)
+
+
 def test_notifications_interleave(client: Client) -> None:
     assert client.call("test.emit", {"count": 10}) == {"sent": 10}
     notes = [client.next_notification(5) for _ in range(10)]

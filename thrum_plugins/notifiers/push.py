@@ -14,13 +14,19 @@ it only calls ``conn.notify(method, params)``, which queues and never blocks
   projected and after ``message.markRead`` marks messages of a thread, to each
   attached session with a subscription whose agent authored or can see a
   message of that thread.
+
+Observers run after the writer has answered the submitter, so a subscriber
+would hear of a message only after its sender's reply.  ``message.send``
+calls :func:`announce_written` before it replies instead; whichever of the
+two comes first for a locally written event announces it, the other skips it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from thrum_core.markers import hookimpl
@@ -30,13 +36,20 @@ if TYPE_CHECKING:
     from thrum_core.interfaces import Connection
     from thrum_core.kernel import Kernel
     from thrum_core.plugins.registry import Registrar
-    from thrum_plugins.rpc._subscription_store import Subscription
+    from thrum_plugins.rpc._subscription_store import Subscription, SubscriptionIndex
 
-__all__ = ["PushNotifier", "notify_threads"]
+__all__ = ["PushNotifier", "announce_written", "notify_threads"]
 
 log = logging.getLogger("thrum.push")
 
 LIVE_SOURCES = frozenset({"local", "sync", "peer"})
+ANNOUNCED = ("message.create", "message.edit")
+#: Locally written events remembered as announced (by the handler or the observer) until the
+#: other one comes; only a few are ever waiting, the bound is for events nobody announces early.
+CLAIMS_MAX = 1024
+
+_decode = json.JSONDecoder().decode
+_index_of: Callable[[Kernel], SubscriptionIndex] | None = None
 
 
 def _attached(kernel: Kernel, session_ids: Iterable[str]) -> dict[str, list[Connection]]:
@@ -53,18 +66,33 @@ def _agent_roles(
     db: sqlite3.Connection, agent_ids: Iterable[str]
 ) -> dict[str, tuple[str | None, str | None, str | None]]:
     """``{agent_id: (name, role, module)}`` for registered agents (kind agent keeps its role)."""
-    from thrum_plugins.rpc._group_expand import table_exists
-
     ids = sorted(set(agent_ids))
-    if not ids or not table_exists(db, "agents"):
+    if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    return {
-        r[0]: (r[1], r[2] if r[4] == "agent" else None, r[3])
-        for r in db.execute(
+    cur = db.cursor()
+    cur.row_factory = None
+    try:
+        rows = cur.execute(
             f"SELECT agent_id, name, role, module, kind FROM agents WHERE agent_id IN ({marks})", ids
-        )
-    }
+        ).fetchall()
+    except sqlite3.OperationalError:
+        from thrum_plugins.rpc._group_expand import table_exists
+
+        if table_exists(db, "agents"):
+            raise
+        return {}  # no agents plugin
+    return {r[0]: (r[1], r[2] if r[4] == "agent" else None, r[3]) for r in rows}
+
+
+def _subscription_index(kernel: Kernel) -> SubscriptionIndex:
+    # Imported on first use (not when the plugin loads): this runs for every projected message.
+    global _index_of
+    if _index_of is None:
+        from thrum_plugins.rpc._subscription_store import subscription_index
+
+        _index_of = subscription_index
+    return _index_of(kernel)
 
 
 def _mention_match(sub: Subscription, mentions: set[str], agent_id: str, role: str | None) -> bool:
@@ -95,20 +123,34 @@ class PushNotifier:
 
     name = "push"
 
+    def __init__(self) -> None:
+        self._claims: dict[str, None] = {}
+
+    def _claim(self, event_id: str) -> bool:
+        """True for the first of the writing handler and the observer to ask about an event."""
+        claims = self._claims
+        if event_id in claims:
+            del claims[event_id]
+            return False
+        claims[event_id] = None
+        if len(claims) > CLAIMS_MAX:
+            del claims[next(iter(claims))]
+        return True
+
     def event_applied(self, event: StoredEvent, kernel: Kernel) -> None:
         """Announce a live ``message.create`` / ``message.edit`` (never blocks)."""
         if event.source not in LIVE_SOURCES or event.state != "applied":
             return
-        if event.type not in ("message.create", "message.edit") or kernel.store is None:
+        if event.type not in ANNOUNCED or kernel.store is None:
             return
         message_id = event.obj.get("message_id")
         if not isinstance(message_id, str):
             return
-        from thrum_plugins.rpc._subscription_store import subscription_index
-
-        index = subscription_index(kernel)
+        index = _subscription_index(kernel)
         if not index:
             return
+        if event.source == "local" and not self._claim(event.event_id):
+            return  # announced already (see announce_written)
         db = kernel.store.reader()
         self._announce(kernel, db, index.by_session, message_id, event)
         if event.type == "message.create":
@@ -126,26 +168,23 @@ class PushNotifier:
     ) -> None:
         from thrum_plugins.rpc._message_results import preview
 
-        row = db.execute(
-            "SELECT agent_id, thread_id, body_content, deleted FROM messages WHERE message_id=?",
+        attached = _attached(kernel, by_session)
+        if not attached:
+            return
+        cur = db.cursor()
+        cur.row_factory = None
+        row = cur.execute(
+            "SELECT agent_id, thread_id, body_content, deleted, scopes_json, refs_json FROM messages"
+            " WHERE message_id=?",
             (message_id,),
         ).fetchone()
         if row is None or row[3]:
             return
         author, thread_id, content = row[0], row[1], row[2]
-        attached = _attached(kernel, by_session)
-        if not attached:
-            return
-        scope_rows = db.execute(
-            "SELECT type, value FROM message_scopes WHERE message_id=? ORDER BY type, value", (message_id,)
-        ).fetchall()
-        scopes = {(r[0], r[1]) for r in scope_rows}
-        mentions = {
-            r[0]
-            for r in db.execute(
-                "SELECT value FROM message_refs WHERE message_id=? AND type='mention'", (message_id,)
-            )
-        }
+        # The columns hold the message_scopes / message_refs rows as JSON, sorted by type and value.
+        scope_rows = [(i["type"], i["value"]) for i in _decode(row[4])] if row[4] else []
+        scopes = set(scope_rows)
+        mentions = {i["value"] for i in _decode(row[5]) if i["type"] == "mention"} if row[5] else set()
         agents = {s.session_id: s.agent_id for sid in attached for s in by_session.get(sid, ())[:1]}
         info = _agent_roles(db, [author, *agents.values()])
         author_info = info.get(author)
@@ -175,6 +214,34 @@ class PushNotifier:
             params["matched_subscription"] = {"subscription_id": match[0], "match_type": match[1]}
             for conn in conns:
                 conn.notify("notification.message", params)
+
+
+def _notifier(kernel: Kernel) -> PushNotifier | None:
+    state = kernel.plugin_state("push")
+    if "notifier" not in state:
+        state["notifier"] = next(
+            (e.obj for e in kernel.notifiers.entries() if isinstance(e.obj, PushNotifier)), None
+        )
+    notifier: PushNotifier | None = state["notifier"]
+    return notifier
+
+
+def announce_written(kernel: Kernel, events: Sequence[StoredEvent]) -> None:
+    """Announce events a handler has just written, before it replies.
+
+    The observer path (:meth:`PushNotifier.event_applied`) runs after the
+    writer answered the handler, possibly after the handler's reply is out;
+    announcing here first means a subscriber hears of a message no later than
+    its sender does.  The observer skips what was announced here.
+    """
+    notifier = _notifier(kernel)
+    if notifier is None:
+        return
+    for event in events:
+        try:
+            notifier.event_applied(event, kernel)
+        except Exception:
+            log.exception("push notification failed")
 
 
 def _thread_state(db: sqlite3.Connection, thread_id: str) -> list[Any]:

@@ -64,17 +64,35 @@ def _identify(ctx: CallContext) -> tuple[str | None, str, str | None]:
     return asserted, "caller_agent_id" if asserted is not None else "connection", attached
 
 
+# One statement for the common case: the attached session and the caller's agent (the asserted
+# one, else the session's).  Each statement on a read connection opens a read transaction that,
+# right after a commit by the writer, starts by dropping the connection's page cache.
+_CALLER_SQL = (
+    "SELECT s.session_id, s.agent_id, s.ended_at, s.start_k,"
+    " a.agent_id, a.kind, a.role, a.module, a.origin_daemon"
+    " FROM (SELECT ?1 AS sid, ?2 AS aid) p"
+    " LEFT JOIN sessions s ON s.session_id = p.sid"
+    " LEFT JOIN agents a ON a.agent_id = coalesce(p.aid, s.agent_id)"
+)
+_OPEN_SESSION_SQL = (
+    "SELECT session_id FROM sessions WHERE ended_at IS NULL AND start_k IS NOT NULL AND agent_id=?"
+    " ORDER BY start_k DESC LIMIT 1"
+)
+
+
 def resolve_caller(ctx: CallContext, auth: str) -> Caller:
     """Resolve and authorise the caller of ``ctx`` for ``auth`` (``caller`` or ``session``)."""
-    from thrum_plugins.rpc._agent_queries import agent_rows, open_sessions, session_row
-    from thrum_plugins.rpc._agent_state import reader
-
     kernel = ctx.kernel
     agent_id, source, attached = _identify(ctx)
-    db = reader(kernel)
-    attached_row = session_row(db, attached) if attached else None
-    if attached_row is not None and source != "token":
-        session_agent = attached_row["agent_id"]
+    store = kernel.store
+    if store is None:
+        raise RuntimeError("the event store is not open")
+    cur = store.reader().cursor()
+    cur.row_factory = None
+    row = cur.execute(_CALLER_SQL, (attached or None, agent_id)).fetchone()
+    sid, session_agent, ended_at, start_k, found, kind, role, module, origin = row
+    attached_found = sid is not None
+    if attached_found and source != "token":
         if agent_id is None:
             agent_id = session_agent
         elif session_agent and session_agent != agent_id:
@@ -88,35 +106,30 @@ def resolve_caller(ctx: CallContext, auth: str) -> Caller:
             "no_caller",
             f"{ctx.method} needs a caller: pass caller_agent_id or start a session on this connection",
         )
-    rows = agent_rows(db, agent_ids=[agent_id])
-    if not rows:
+    if found is None:
         raise PermissionDenied(
             "not_registered",
             f"agent {agent_id!r} is not registered"
             f" (run thrum quickstart --name {agent_id} --role ROLE --module MODULE)",
         )
-    row = rows[0]
-    if (
-        attached_row is not None
-        and attached_row["ended_at"] is None
-        and attached_row["start_k"] is not None
-        and attached_row["agent_id"] == agent_id
-    ):
-        session_id: str | None = attached_row["session_id"]
+    session_id: str | None
+    if attached_found and ended_at is None and start_k is not None and session_agent == agent_id:
+        session_id = sid
     else:
-        open_row = open_sessions(db, [agent_id]).get(agent_id)
-        session_id = open_row["session_id"] if open_row is not None else None
+        # The agent's most recently started open session (as ``open_sessions`` orders them).
+        open_row = cur.execute(_OPEN_SESSION_SQL, (agent_id,)).fetchone()
+        session_id = open_row[0] if open_row is not None else None
     if auth == "session" and session_id is None:
         raise PermissionDenied(
             "no_session",
             f"agent {agent_id!r} has no open session (run thrum session start or thrum quickstart)",
         )
-    origin = row["origin_daemon"] or ""
+    origin = origin or ""
     caller = Caller(
         agent_id=agent_id,
-        kind=row["kind"] or "agent",
-        role=row["role"] or "",
-        module=row["module"] or "",
+        kind=kind or "agent",
+        role=role or "",
+        module=module or "",
         session_id=session_id,
         source=source,
         is_local=not origin or origin == kernel.daemon_id,

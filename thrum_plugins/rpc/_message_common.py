@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from thrum_core.errors import InvalidParams, PermissionDenied, ThrumError
@@ -20,6 +21,7 @@ __all__ = [
     "optional_caller",
     "parse_ts_param",
     "reader",
+    "snapshot",
     "write_local",
 ]
 
@@ -31,6 +33,24 @@ def reader(kernel: Kernel) -> sqlite3.Connection:
     if kernel.store is None:
         raise ThrumError("the event store is not open")
     return kernel.store.reader()
+
+
+@contextmanager
+def snapshot(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the reads of the ``with`` block as one read transaction on the (shared) reader ``db``.
+
+    One snapshot for all of them (a total and its page agree), and one read
+    lock instead of one per statement.  The block must not await: other
+    requests of this thread use the same connection.
+    """
+    if db.in_transaction:
+        yield db
+        return
+    db.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        db.execute("COMMIT")
 
 
 def caller_id(ctx: CallContext) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from json.encoder import encode_basestring as _encode_str  # what canonical_json uses for str
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +37,8 @@ from thrum_plugins.rpc._message_visibility import (
     insert_viewers,
     message_viewers,
     process_dirty,
+    rebuild_finish,
+    rebuild_start,
 )
 
 __all__ = ["pending_key", "register_message_event_types"]
@@ -115,6 +118,31 @@ def route_by_agent(obj: Mapping[str, Any]) -> str:
     return f"messages/{shard_name(actor if isinstance(actor, str) else '')}.jsonl"
 
 
+_NS_PER_DAY = 86_400 * 10**9
+# "YYYY-MM-DD" of day numbers format_ts has formatted (bounded: emptied when full).
+_DAY_TEXT: dict[int, str] = {}
+
+
+def _format_ts(ns: int) -> str:
+    """:func:`format_ts`, without its calendar arithmetic for days seen before.
+
+    Messages are seconds apart, so format_ts's per-second cache rarely hits
+    here; the day does.
+    """
+    days, rem = divmod(ns, _NS_PER_DAY)
+    day = _DAY_TEXT.get(days)
+    if day is None:
+        text = format_ts(ns)
+        if len(_DAY_TEXT) >= 4096:
+            _DAY_TEXT.clear()
+        _DAY_TEXT[days] = text[:10]
+        return text
+    secs, frac = divmod(rem, 1_000_000_000)
+    hh, secs = divmod(secs, 3600)
+    mi, ss = divmod(secs, 60)
+    return f"{day}T{hh:02d}:{mi:02d}:{ss:02d}.{frac // 1000:06d}Z"
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -130,7 +158,7 @@ def _pairs(value: Any) -> list[tuple[str, str]]:
     out: dict[tuple[str, str], None] = {}
     if isinstance(value, list):
         for item in value:
-            if isinstance(item, Mapping):
+            if type(item) is dict or isinstance(item, Mapping):
                 t, v = item.get("type"), item.get("value")
                 if isinstance(t, str) and isinstance(v, str) and t and v:
                     out[(t, v)] = None
@@ -150,26 +178,19 @@ def _structured(value: Any) -> str | None:
 
 def body_fields(body: Any) -> tuple[str, str, str | None]:
     """``(format, content, structured)`` of an event ``body`` with defaults."""
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):
         return "markdown", "", None
     fmt = body.get("format")
     content = body.get("content")
+    structured = body.get("structured")
     return (
         fmt if isinstance(fmt, str) and fmt else "markdown",
         content if isinstance(content, str) else "",
-        _structured(body.get("structured")),
+        None if structured is None else _structured(structured),
     )
 
 
 def _thread_from_replies(db: sqlite3.Connection, message_id: str) -> tuple[str, str] | None:
-    # A cheap existence probe first: replies that arrive before their parent are rare.
-    if (
-        db.execute(
-            "SELECT 1 FROM message_refs WHERE type='reply_to' AND value=? LIMIT 1", (message_id,)
-        ).fetchone()
-        is None
-    ):
-        return None
     row = db.execute(
         "SELECT m.thread_id, m.create_k FROM message_refs r JOIN messages m ON m.message_id = r.message_id"
         " WHERE r.type='reply_to' AND r.value=? AND m.thread_id IS NOT NULL ORDER BY m.create_k LIMIT 1",
@@ -179,9 +200,14 @@ def _thread_from_replies(db: sqlite3.Connection, message_id: str) -> tuple[str, 
 
 
 def _pairs_json(pairs: list[tuple[str, str]]) -> str | None:
+    """``canonical_json([{"type": t, "value": v}, ...])`` of the sorted pairs, built directly."""
     if not pairs:
         return None
-    return canonical_json([{"type": t, "value": v} for t, v in sorted(pairs)])
+    enc = _encode_str
+    text = "[" + ",".join(f'{{"type":{enc(t)},"value":{enc(v)}}}' for t, v in sorted(pairs)) + "]"
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
 
 
 def _give_parent_thread(db: sqlite3.Connection, parent: str, thread_id: str, k: str) -> None:
@@ -202,18 +228,37 @@ def _clear_addressing(db: sqlite3.Connection, message_id: str) -> None:
     db.execute("DELETE FROM inbox WHERE message_id=? AND NOT (star=1 AND read=1)", (message_id,))
 
 
+_PROBE = (
+    "SELECT m.create_k, m.deleted,"
+    " EXISTS (SELECT 1 FROM message_refs WHERE type='reply_to' AND value=?1)"
+    " FROM (SELECT 1) LEFT JOIN messages m ON m.message_id=?1"
+)
+_INSERT_RECIPIENT = "INSERT OR IGNORE INTO message_recipients(message_id, agent_id) VALUES (?,?)"
+_INSERT_SCOPE = "INSERT OR IGNORE INTO message_scopes(message_id, type, value) VALUES (?,?,?)"
+_INSERT_REF = "INSERT OR IGNORE INTO message_refs(message_id, type, value) VALUES (?,?,?)"
+_INSERT_MESSAGE = (
+    "INSERT INTO messages(message_id, thread_id, reply_to, agent_id, session_id, created_at, created_ns,"
+    " create_k, body_format, body_content, body_structured, authored_by, disclosed, addressed,"
+    " origin_daemon, star, thread_k, scopes_json, refs_json, rcpt_count)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
 def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     """Insert the message with its scopes, refs, recipients and inbox rows (SPEC §7.3)."""
     o = ev.obj
     message_id = _require(ev, "message_id")
     author = _require(ev, "agent_id")
     db = ctx.db
-    process_dirty(db)
-    existing = db.execute(
-        "SELECT create_k, deleted FROM messages WHERE message_id=?", (message_id,)
-    ).fetchone()
-    if existing is not None and existing[0] <= ev.k:
+    bulk = ctx.rebuilding  # the inbox is derived by rebuild_finish
+    if not bulk:
+        process_dirty(db, ctx.memo)
+    # One statement: the message as stored (if any) and whether a reply names it
+    # (replies that arrive before their parent are rare).
+    create_k, deleted, replied = db.execute(_PROBE, (message_id,)).fetchone()
+    if create_k is not None and create_k <= ev.k:
         return None  # a later duplicate create: the earliest wins
+    existing = create_k is not None
     fmt, content, structured = body_fields(o.get("body"))
     scopes = _pairs(o.get("scopes"))
     refs = _pairs(o.get("refs"))
@@ -224,27 +269,27 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         else []
     )
     audience = audience_of(scopes, refs, recipients)
-    reply_to = next((v for t, v in refs if t == "reply_to"), None)
+    reply_to = next((v for t, v in refs if t == "reply_to"), None) if refs else None
     thread_id = _text(o.get("thread_id"))
     thread_k: str | None = None
-    if thread_id is None:
+    if thread_id is None and replied:
         derived = _thread_from_replies(db, message_id)
         if derived is not None:
             thread_id, thread_k = derived
     created_ns = ev.ts_ns
     star = 1 if audience.star else 0
-    if existing is not None:
+    if existing:
         _clear_addressing(db, message_id)
-    db.executemany(
-        "INSERT OR IGNORE INTO message_recipients(message_id, agent_id) VALUES (?,?)",
-        [(message_id, r) for r in recipients],
-    )
+    if len(recipients) == 1:
+        db.execute(_INSERT_RECIPIENT, (message_id, recipients[0]))
+    elif recipients:
+        db.executemany(_INSERT_RECIPIENT, [(message_id, r) for r in recipients])
     values = (
         thread_id,
         reply_to,
         author,
         _text(o.get("session_id")) or "",
-        format_ts(created_ns),
+        _format_ts(created_ns),
         created_ns,
         ev.k,
         fmt,
@@ -259,15 +304,8 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         _pairs_json(scopes),
         _pairs_json(refs),
     )
-    if existing is None:
-        db.execute(
-            "INSERT INTO messages(message_id, thread_id, reply_to, agent_id, session_id, created_at,"
-            " created_ns,"
-            " create_k, body_format, body_content, body_structured, authored_by, disclosed, addressed,"
-            " origin_daemon, star, thread_k, scopes_json, refs_json, rcpt_count)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (message_id, *values, len(recipients)),
-        )
+    if not existing:
+        db.execute(_INSERT_MESSAGE, (message_id, *values, len(recipients)))
     else:
         db.execute(
             "UPDATE messages SET thread_id=?, reply_to=?, agent_id=?, session_id=?, created_at=?,"
@@ -280,28 +318,21 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
             (*values, message_id),
         )
         db.execute("UPDATE inbox SET created_ns=?, star=? WHERE message_id=?", (created_ns, star, message_id))
-    if scopes:
-        db.executemany(
-            "INSERT OR IGNORE INTO message_scopes(message_id, type, value) VALUES (?,?,?)",
-            [(message_id, t, v) for t, v in scopes],
-        )
-    if refs:
-        db.executemany(
-            "INSERT OR IGNORE INTO message_refs(message_id, type, value) VALUES (?,?,?)",
-            [(message_id, t, v) for t, v in refs],
-        )
+    for sql, pairs in ((_INSERT_SCOPE, scopes), (_INSERT_REF, refs)):
+        if len(pairs) == 1:
+            db.execute(sql, (message_id, *pairs[0]))
+        elif pairs:
+            db.executemany(sql, [(message_id, t, v) for t, v in pairs])
     if not audience.star and audience.keys:
         db.executemany(
             "INSERT OR IGNORE INTO message_audience(key, created_ns, message_id) VALUES (?,?,?)",
             [(key, created_ns, message_id) for key in audience.keys],
         )
-    viewers = message_viewers(
-        db, author=author, recipients=recipients, audience=audience, created_ns=created_ns
-    )
-    deleted = existing[1] if existing is not None else 0
-    insert_viewers(
-        db, message_id, created_ns, audience.star, deleted, viewers, with_reads=existing is not None
-    )
+    if not bulk:
+        viewers = message_viewers(
+            db, author=author, recipients=recipients, audience=audience, created_ns=created_ns
+        )
+        insert_viewers(db, message_id, created_ns, audience.star, deleted or 0, viewers, with_reads=existing)
     if reply_to is not None and thread_id is not None:
         _give_parent_thread(db, reply_to, thread_id, ev.k)
     ctx.provide(pending_key(message_id))
@@ -316,7 +347,7 @@ def reduce_edit(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     if row is None:
         return ctx.pending(pending_key(message_id))
     _fmt, content, structured = body_fields(ev.obj.get("body"))
-    at = format_ts(ev.ts_ns)
+    at = _format_ts(ev.ts_ns)
     db.execute(
         "INSERT OR IGNORE INTO message_edits(event_id, message_id, edited_at, edited_by, content,"
         " structured, k)"
@@ -346,7 +377,7 @@ def reduce_delete(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         return None
     db.execute(
         "UPDATE messages SET deleted=1, deleted_at=?, delete_reason=?, delete_k=? WHERE message_id=?",
-        (format_ts(ev.ts_ns), _text(ev.obj.get("reason")), ev.k, message_id),
+        (_format_ts(ev.ts_ns), _text(ev.obj.get("reason")), ev.k, message_id),
     )
     return None
 
@@ -369,7 +400,7 @@ def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         " VALUES (?,?,?,?,?,?) ON CONFLICT(message_id, agent_id) DO UPDATE SET"
         " read_at=excluded.read_at, read_ns=excluded.read_ns, session_id=excluded.session_id,"
         " event_id=excluded.event_id WHERE excluded.read_ns < message_reads.read_ns",
-        (message_id, reader, format_ts(read_ns), read_ns, _text(ev.obj.get("session_id")), ev.event_id),
+        (message_id, reader, _format_ts(read_ns), read_ns, _text(ev.obj.get("session_id")), ev.event_id),
     )
     return None
 
@@ -377,6 +408,7 @@ def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
 def register_message_event_types(register: EventTypeRegistrar) -> None:
     """Register the message tables and event types (from ``thrum_register_event_types``)."""
     register.migrations(MESSAGE_MIGRATION_OWNER, MESSAGE_STEPS)
+    register.rebuild_hooks(MESSAGE_MIGRATION_OWNER, start=rebuild_start, finish=rebuild_finish)
     register(EventType("message.create", reduce_create, route=route_by_agent, model=MessageCreateEvent))
     register(EventType("message.edit", reduce_edit, route=route_by_agent, model=MessageEditEvent))
     register(EventType("message.delete", reduce_delete, route=route_by_agent, model=MessageDeleteEvent))

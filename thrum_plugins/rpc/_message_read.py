@@ -6,10 +6,18 @@ from typing import TYPE_CHECKING, Any
 
 from thrum_core.errors import InvalidParams, NotFound, PermissionDenied
 from thrum_core.names import strip_at
-from thrum_plugins.rpc._message_common import caller_id, ensure_fresh, optional_caller, parse_ts_param, reader
+from thrum_core.rpc.dispatcher import RawJSON
+from thrum_plugins.rpc._message_common import (
+    caller_id,
+    ensure_fresh,
+    optional_caller,
+    parse_ts_param,
+    reader,
+    snapshot,
+)
 from thrum_plugins.rpc._message_params import GetParams, ListParams, OutboxParams
 from thrum_plugins.rpc._message_queries import ListQuery, OutboxQuery, list_messages, outbox
-from thrum_plugins.rpc._message_results import build_messages
+from thrum_plugins.rpc._message_results import messages_json, messages_raw
 from thrum_plugins.rpc._message_write import mark_read_ids
 
 if TYPE_CHECKING:
@@ -26,15 +34,15 @@ async def get(p: GetParams, ctx: CallContext) -> dict[str, Any]:
     """``message.get``: one Message (deleted ones too); ``mark_read`` marks it for the caller."""
     caller = optional_caller(ctx)
     viewer = getattr(caller, "agent_id", None)
-    db = reader(ctx.kernel)
-    messages = build_messages(db, [p.message_id], viewer=viewer, full=True)
+    with snapshot(reader(ctx.kernel)) as db:
+        messages = messages_json(db, [p.message_id], viewer=viewer, full=True)
     if not messages:
         raise NotFound("message", p.message_id)
     if p.mark_read:
         if viewer is None:
             raise PermissionDenied("no_caller", "mark_read needs a caller: pass caller_agent_id")
         await mark_read_ids(ctx, viewer, [p.message_id])
-    return {"message": messages[0]}
+    return {"message": RawJSON(messages[0])}
 
 
 async def list_(p: ListParams, ctx: CallContext) -> dict[str, Any]:
@@ -67,9 +75,9 @@ async def list_(p: ListParams, ctx: CallContext) -> dict[str, Any]:
         sort_order=p.sort_order,
     )
     await ensure_fresh(ctx.kernel, [p.for_agent, self_id])
-    db = reader(ctx.kernel)
-    result = list_messages(db, query)
-    messages = build_messages(db, result.ids, viewer=self_id, full=False)
+    with snapshot(reader(ctx.kernel)) as db:
+        result = list_messages(db, query)
+        messages = messages_raw(db, result.ids, viewer=self_id)
     if p.mark_read and caller_agent is not None and result.ids:
         await mark_read_ids(ctx, caller_agent, result.ids)
     return {
@@ -85,19 +93,17 @@ async def list_(p: ListParams, ctx: CallContext) -> dict[str, Any]:
 async def outbox_(p: OutboxParams, ctx: CallContext) -> dict[str, Any]:
     """``message.outbox``: the caller's messages, newest first, with each recipient's read state."""
     author = caller_id(ctx)
-    db = reader(ctx.kernel)
-    ids, total = outbox(
-        db,
-        OutboxQuery(
-            author=author,
-            to=strip_at(p.to) if p.to else None,
-            unread=p.unread,
-            include_deleted=p.include_deleted,
-            page_size=p.page_size,
-            page=p.page,
-        ),
+    query = OutboxQuery(
+        author=author,
+        to=strip_at(p.to) if p.to else None,
+        unread=p.unread,
+        include_deleted=p.include_deleted,
+        page_size=p.page_size,
+        page=p.page,
     )
-    messages = build_messages(db, ids, viewer=author, full=False, with_recipients=True)
+    with snapshot(reader(ctx.kernel)) as db:
+        ids, total = outbox(db, query)
+        messages = messages_raw(db, ids, viewer=author, with_recipients=True)
     return {
         "messages": messages,
         "total": total,

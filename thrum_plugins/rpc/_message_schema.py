@@ -37,7 +37,7 @@ deletes SPEC rows (``agent.cleanup``, ``purge``) keeps them consistent.
 
 from __future__ import annotations
 
-__all__ = ["HOUR_NS", "MESSAGE_MIGRATION_OWNER", "MESSAGE_STEPS"]
+__all__ = ["HOUR_NS", "MESSAGE_MIGRATION_OWNER", "MESSAGE_STEPS", "TRIGGERS"]
 
 MESSAGE_MIGRATION_OWNER = "messages"
 HOUR_NS = 3_600_000_000_000
@@ -159,17 +159,23 @@ CREATE TABLE vis_dirty (
 );
 """
 
-_TRIGGERS = """
+#: The triggers, by name (the rebuild hooks drop and recreate some of them).
+TRIGGERS: dict[str, str] = {
+    "inbox_count_ins": """
 CREATE TRIGGER inbox_count_ins AFTER INSERT ON inbox BEGIN
     INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)
     VALUES (NEW.viewer, NEW.star, NEW.self, NEW.vis, NEW.deleted, NEW.read, 1)
     ON CONFLICT(viewer, star, self, vis, deleted, read) DO UPDATE SET n = n + 1;
 END;
+""",
+    "inbox_count_del": """
 CREATE TRIGGER inbox_count_del AFTER DELETE ON inbox BEGIN
     UPDATE inbox_counts SET n = n - 1
     WHERE viewer = OLD.viewer AND star = OLD.star AND self = OLD.self AND vis = OLD.vis
       AND deleted = OLD.deleted AND read = OLD.read;
 END;
+""",
+    "inbox_count_upd": """
 CREATE TRIGGER inbox_count_upd AFTER UPDATE ON inbox BEGIN
     UPDATE inbox_counts SET n = n - 1
     WHERE viewer = OLD.viewer AND star = OLD.star AND self = OLD.self AND vis = OLD.vis
@@ -178,14 +184,19 @@ CREATE TRIGGER inbox_count_upd AFTER UPDATE ON inbox BEGIN
     VALUES (NEW.viewer, NEW.star, NEW.self, NEW.vis, NEW.deleted, NEW.read, 1)
     ON CONFLICT(viewer, star, self, vis, deleted, read) DO UPDATE SET n = n + 1;
 END;
-
+""",
+    "star_hours_ins": """
 CREATE TRIGGER star_hours_ins AFTER INSERT ON messages WHEN NEW.star = 1 AND NEW.deleted = 0 BEGIN
     INSERT INTO star_hours(hour, n) VALUES (NEW.created_ns / 3600000000000, 1)
     ON CONFLICT(hour) DO UPDATE SET n = n + 1;
 END;
+""",
+    "star_hours_del": """
 CREATE TRIGGER star_hours_del AFTER DELETE ON messages WHEN OLD.star = 1 AND OLD.deleted = 0 BEGIN
     UPDATE star_hours SET n = n - 1 WHERE hour = OLD.created_ns / 3600000000000;
 END;
+""",
+    "star_hours_upd": """
 CREATE TRIGGER star_hours_upd AFTER UPDATE OF star, deleted, created_ns ON messages BEGIN
     UPDATE star_hours SET n = n - 1
     WHERE OLD.star = 1 AND OLD.deleted = 0 AND hour = OLD.created_ns / 3600000000000;
@@ -193,10 +204,13 @@ CREATE TRIGGER star_hours_upd AFTER UPDATE OF star, deleted, created_ns ON messa
     WHERE NEW.star = 1 AND NEW.deleted = 0
     ON CONFLICT(hour) DO UPDATE SET n = n + 1;
 END;
-
+""",
+    "messages_deleted_flag": """
 CREATE TRIGGER messages_deleted_flag AFTER UPDATE OF deleted ON messages WHEN OLD.deleted != NEW.deleted BEGIN
     UPDATE inbox SET deleted = NEW.deleted WHERE message_id = NEW.message_id;
 END;
+""",
+    "messages_gone": """
 CREATE TRIGGER messages_gone AFTER DELETE ON messages BEGIN
     DELETE FROM inbox WHERE message_id = OLD.message_id;
     DELETE FROM message_audience WHERE message_id = OLD.message_id;
@@ -206,7 +220,8 @@ CREATE TRIGGER messages_gone AFTER DELETE ON messages BEGIN
     DELETE FROM message_reads WHERE message_id = OLD.message_id;
     DELETE FROM message_edits WHERE message_id = OLD.message_id;
 END;
-
+""",
+    "message_reads_ins": """
 CREATE TRIGGER message_reads_ins AFTER INSERT ON message_reads BEGIN
     UPDATE messages SET read_count = read_count + 1 WHERE message_id = NEW.message_id;
     UPDATE inbox SET read = 1 WHERE viewer = NEW.agent_id AND message_id = NEW.message_id;
@@ -214,20 +229,26 @@ CREATE TRIGGER message_reads_ins AFTER INSERT ON message_reads BEGIN
     SELECT NEW.agent_id, message_id, created_ns, 1, deleted, 1 FROM messages
     WHERE message_id = NEW.message_id AND star = 1;
 END;
+""",
+    "message_reads_del": """
 CREATE TRIGGER message_reads_del AFTER DELETE ON message_reads BEGIN
     UPDATE messages SET read_count = read_count - 1 WHERE message_id = OLD.message_id;
     DELETE FROM inbox WHERE viewer = OLD.agent_id AND message_id = OLD.message_id
         AND self = 0 AND rcpt = 0 AND dyn = 0;
     UPDATE inbox SET read = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;
 END;
-
+""",
+    "message_recipients_del": """
 CREATE TRIGGER message_recipients_del AFTER DELETE ON message_recipients BEGIN
     UPDATE messages SET rcpt_count = rcpt_count - 1 WHERE message_id = OLD.message_id;
     UPDATE inbox SET rcpt = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;
     DELETE FROM inbox WHERE viewer = OLD.agent_id AND message_id = OLD.message_id
         AND self = 0 AND rcpt = 0 AND dyn = 0 AND NOT (star = 1 AND read = 1);
 END;
-"""
+""",
+}
+
+_TRIGGERS = "".join(TRIGGERS.values())
 
 #: Projection migration steps of the ``messages`` owner.
 MESSAGE_STEPS: list[str] = [_TABLES + _TRIGGERS]

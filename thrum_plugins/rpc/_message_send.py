@@ -100,7 +100,9 @@ class Resolved:
 
 
 def _live_agent(db: sqlite3.Connection, agent_id: str) -> tuple[str, str] | None:
-    row = db.execute("SELECT kind, role FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
+    cur = db.cursor()
+    cur.row_factory = None
+    row = cur.execute("SELECT kind, role FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
     return None if row is None else (row[0] or "agent", row[1] or "")
 
 
@@ -114,9 +116,21 @@ def _role_agents(db: sqlite3.Connection, role: str) -> set[str]:
 
 def resolve_addresses(db: sqlite3.Connection, addresses: list[str], author: str) -> Resolved:
     """Resolve addresses to scopes, refs and recipients (SPEC §9.6 steps 3 and 4)."""
+    try:
+        # Optimistic: the agents and groups tables exist (a missing one raises), which saves
+        # a schema check per table on every send.
+        return _resolve(db, addresses, author, has_agents=True, has_groups=True)
+    except sqlite3.OperationalError:
+        has_agents, has_groups = table_exists(db, "agents"), table_exists(db, "groups")
+        if has_agents and has_groups:
+            raise
+        return _resolve(db, addresses, author, has_agents=has_agents, has_groups=has_groups)
+
+
+def _resolve(
+    db: sqlite3.Connection, addresses: list[str], author: str, *, has_agents: bool, has_groups: bool
+) -> Resolved:
     out = Resolved()
-    has_agents = table_exists(db, "agents")
-    has_groups = table_exists(db, "groups")
     for raw in addresses:
         name = strip_at(raw.strip())
         if not name:

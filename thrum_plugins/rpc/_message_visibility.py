@@ -20,9 +20,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from thrum_core.timefmt import parse_ts_ns
 from thrum_plugins.rpc._group_expand import expand_group, groups_containing, table_exists
+from thrum_plugins.rpc._message_schema import TRIGGERS
 
 __all__ = [
     "AgentInfo",
@@ -34,6 +36,8 @@ __all__ = [
     "insert_viewers",
     "message_viewers",
     "process_dirty",
+    "rebuild_finish",
+    "rebuild_start",
     "recompute_agent",
 ]
 
@@ -50,15 +54,24 @@ _AGENT_WATCH = (
 )
 
 _watched: dict[int, int] = {}
+_WATCH_MEMO = "messages.agent_watch"
 
 
-def ensure_agent_watch(db: sqlite3.Connection) -> bool:
+def ensure_agent_watch(db: sqlite3.Connection, memo: dict[str, Any] | None = None) -> bool:
     """Create the ``agents`` triggers that feed ``vis_dirty`` if they are missing.
 
     Cheap when nothing changed: the check is keyed on the connection's
-    ``schema_version`` (a rebuild drops ``agents`` and its triggers with it).
+    ``schema_version`` (a rebuild drops ``agents`` and its triggers with it),
+    and a reducer passes its ``ctx.memo`` to skip even that within an ingest.
     Returns whether the ``agents`` table exists.
     """
+    if memo is not None:
+        known = memo.get(_WATCH_MEMO)
+        if known is not None:
+            return bool(known)
+        exists = ensure_agent_watch(db)
+        memo[_WATCH_MEMO] = exists
+        return exists
     version = db.execute("PRAGMA schema_version").fetchone()[0]
     key = id(db)
     if _watched.get(key) == version:
@@ -295,13 +308,20 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-def recompute_agent(db: sqlite3.Connection, agent_id: str) -> None:
-    """Bring the ``dyn`` rows and the broadcast recipient rows of one agent up to date."""
+def recompute_agent(
+    db: sqlite3.Connection, agent_id: str, groups_of: Mapping[str, set[str]] | None = None
+) -> None:
+    """Bring the ``dyn`` rows and the broadcast recipient rows of one agent up to date.
+
+    ``groups_of`` (from :func:`_groups_by_agent`) spares the group expansions
+    when many agents are recomputed together.
+    """
     info = agent_info(db, agent_id)
     # dynamic visibility of non-broadcast messages
     desired: dict[str, tuple[int, int, int]] = {}
     if info is not None:
-        keys = agent_keys(info, groups_containing(db, agent_id))
+        groups = groups_containing(db, agent_id) if groups_of is None else groups_of.get(agent_id, set())
+        keys = agent_keys(info, groups)
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
             for mid, ns, deleted in db.execute(
@@ -333,15 +353,27 @@ def recompute_agent(db: sqlite3.Connection, agent_id: str) -> None:
     _clear_flag(db, agent_id, sorted(have - set(want)), "rcpt")
 
 
-def process_dirty(db: sqlite3.Connection) -> int:
+def process_dirty(db: sqlite3.Connection, memo: dict[str, Any] | None = None) -> int:
     """Recompute every agent in ``vis_dirty`` and empty it; return how many were processed."""
-    ensure_agent_watch(db)
+    ensure_agent_watch(db, memo)
     dirty = [r[0] for r in db.execute("SELECT agent_id FROM vis_dirty")]
+    groups_of = _groups_by_agent(db) if len(dirty) > 1 else None
     for agent_id in dirty:
-        recompute_agent(db, agent_id)
+        recompute_agent(db, agent_id, groups_of)
     if dirty:
         db.execute("DELETE FROM vis_dirty")
     return len(dirty)
+
+
+def _groups_by_agent(db: sqlite3.Connection) -> dict[str, set[str]]:
+    """:func:`groups_containing` of every agent at once (each live group expanded once)."""
+    out: dict[str, set[str]] = {}
+    if not table_exists(db, "groups"):
+        return out
+    for (name,) in db.execute("SELECT DISTINCT name FROM groups WHERE deleted_k IS NULL").fetchall():
+        for agent_id in expand_group(db, name):
+            out.setdefault(agent_id, set()).add(name)
+    return out
 
 
 def is_dirty(db: sqlite3.Connection, agent_id: str) -> bool:
@@ -352,3 +384,109 @@ def is_dirty(db: sqlite3.Connection, agent_id: str) -> bool:
 def any_dirty(db: sqlite3.Connection) -> bool:
     """Whether any agent waits for :func:`process_dirty`."""
     return db.execute("SELECT 1 FROM vis_dirty LIMIT 1").fetchone() is not None
+
+
+# --------------------------------------------------------------------------- rebuild
+
+#: Triggers taken down while a rebuild applies the log: the reducers then skip
+#: the inbox (``ctx.rebuilding``) and :func:`rebuild_finish` computes every
+#: derived row once, with set-based statements.
+_REBUILD_DROPPED = ("star_hours_ins", "message_reads_ins")
+#: Triggers that count ``inbox`` rows, down while the inbox is filled in bulk.
+_COUNT_TRIGGERS = ("inbox_count_ins", "inbox_count_upd", "inbox_count_del")
+
+
+def rebuild_start(db: sqlite3.Connection) -> None:
+    """Before a rebuild applies the log: drop the triggers :func:`rebuild_finish` makes up for."""
+    for name in _REBUILD_DROPPED:
+        db.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def rebuild_finish(db: sqlite3.Connection) -> None:
+    """After a rebuild applied the log: derive ``inbox``, its counts, ``star_hours`` and read counts.
+
+    Gives the rows the live path leaves (every reducer maintaining them event
+    by event): an inbox row per author, recipient, dynamic viewer (through
+    :func:`recompute_agent` of every agent) and reader of a broadcast, with
+    ``read`` and ``deleted`` as they stand; then the counts.  Recreates the
+    triggers :func:`rebuild_start` dropped.
+    """
+    for name in _COUNT_TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {name}")
+    db.execute("DELETE FROM inbox")
+    db.execute("DELETE FROM inbox_counts")
+    db.execute(
+        "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
+        " SELECT agent_id, message_id, created_ns, star, 1, 0, 0, deleted, 0 FROM messages"
+    )
+    has_agents = table_exists(db, "agents")
+    # Recipients of broadcasts see them as recipients only when they registered
+    # after the message: recompute_agent below does that for registered agents;
+    # unknown ones (never registered) always do.
+    unknown = (
+        " OR NOT EXISTS (SELECT 1 FROM agents a WHERE a.agent_id = r.agent_id)" if has_agents else " OR 1"
+    )
+    db.execute(
+        "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
+        " SELECT r.agent_id, m.message_id, m.created_ns, m.star, 0, 1, 0, m.deleted, 0"
+        " FROM message_recipients r JOIN messages m ON m.message_id = r.message_id"
+        f" WHERE m.star = 0{unknown}"
+        " ON CONFLICT(viewer, message_id) DO UPDATE SET rcpt = 1"
+    )
+    if has_agents:
+        ensure_agent_watch(db)
+        db.execute("INSERT OR IGNORE INTO vis_dirty(agent_id) SELECT agent_id FROM agents")
+        process_dirty(db)
+    else:
+        _dyn_without_agents(db)
+    db.execute(
+        "UPDATE inbox SET read = 1 FROM message_reads r"
+        " WHERE inbox.viewer = r.agent_id AND inbox.message_id = r.message_id AND inbox.read = 0"
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
+        " SELECT r.agent_id, m.message_id, m.created_ns, 1, 0, 0, 0, m.deleted, 1"
+        " FROM message_reads r JOIN messages m ON m.message_id = r.message_id WHERE m.star = 1"
+    )
+    db.execute(
+        "INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)"
+        " SELECT viewer, star, self, vis, deleted, read, count(*) FROM inbox"
+        " GROUP BY viewer, star, self, vis, deleted, read"
+    )
+    db.execute("DELETE FROM star_hours")
+    db.execute(
+        "INSERT INTO star_hours(hour, n) SELECT created_ns / 3600000000000, count(*) FROM messages"
+        " WHERE star = 1 AND deleted = 0 GROUP BY created_ns / 3600000000000"
+    )
+    db.execute("UPDATE messages SET read_count = 0 WHERE read_count != 0")
+    db.execute(
+        "UPDATE messages SET read_count = c.n"
+        " FROM (SELECT message_id, count(*) AS n FROM message_reads GROUP BY message_id) AS c"
+        " WHERE messages.message_id = c.message_id"
+    )
+    for name in (*_COUNT_TRIGGERS, *_REBUILD_DROPPED):
+        db.execute(TRIGGERS[name])
+
+
+def _dyn_without_agents(db: sqlite3.Connection) -> None:
+    """The dynamic viewers of every addressed message when no ``agents`` table exists."""
+    rows = db.execute(
+        "SELECT m.message_id, m.agent_id, m.created_ns, m.deleted FROM messages m"
+        " WHERE m.star = 0 AND EXISTS (SELECT 1 FROM message_audience a WHERE a.message_id = m.message_id)"
+    ).fetchall()
+    for message_id, author, created_ns, deleted in rows:
+        keys = tuple(
+            r[0] for r in db.execute("SELECT key FROM message_audience WHERE message_id=?", (message_id,))
+        )
+        recipients = [
+            r[0]
+            for r in db.execute("SELECT agent_id FROM message_recipients WHERE message_id=?", (message_id,))
+        ]
+        viewers = message_viewers(
+            db,
+            author=author,
+            recipients=recipients,
+            audience=Audience(False, True, keys),
+            created_ns=created_ns,
+        )
+        insert_viewers(db, message_id, created_ns, False, deleted, viewers, with_reads=True)

@@ -20,7 +20,7 @@ from thrum_core.timefmt import now_ns, parse_point_in_time
 from thrum_plugins.rpc._message_common import caller_id, ensure_fresh, reader
 from thrum_plugins.rpc._message_params import WaitParams
 from thrum_plugins.rpc._message_queries import visible_to
-from thrum_plugins.rpc._message_results import build_messages
+from thrum_plugins.rpc._message_results import messages_raw
 from thrum_plugins.rpc._message_visibility import NEVER, agent_info
 
 if TYPE_CHECKING:
@@ -195,6 +195,6 @@ async def wait(p: WaitParams, ctx: CallContext) -> dict[str, Any]:
                 ids = _still_matching(reader(kernel), found, min_created, p.limit)
         if not ids:
             return {"status": "timeout", "messages": []}
-        return {"status": "received", "messages": build_messages(reader(kernel), ids, viewer=me, full=False)}
+        return {"status": "received", "messages": messages_raw(reader(kernel), ids, viewer=me)}
     finally:
         registry.remove(waiter)

@@ -9,6 +9,7 @@ from thrum_core.errors import Conflict, InvalidParams, NotFound, PermissionDenie
 from thrum_core.ids import new_message_id, new_thread_id
 from thrum_core.names import MAX_REFS, MAX_SCOPES
 from thrum_core.timefmt import format_ts, now_ns, parse_point_in_time
+from thrum_plugins.notifiers.push import announce_written, notify_threads
 from thrum_plugins.rpc._message_common import caller_id, ensure_fresh, reader
 from thrum_plugins.rpc._message_params import DeleteParams, EditParams, MarkReadParams
 from thrum_plugins.rpc._message_queries import ListQuery, inbox_totals, list_messages, visible_to
@@ -143,6 +144,7 @@ async def send(p: SendParams, ctx: CallContext) -> dict[str, Any]:
         event["disclosed"] = p.disclose
     event = _intercept(event, ctx)
     stored = (await kernel.emit([event], ctx=ctx))[0]
+    announce_written(kernel, [stored])
     obj = stored.obj
     final_recipients = obj.get("recipients") or []
     return {
@@ -193,6 +195,7 @@ async def edit(p: EditParams, ctx: CallContext) -> dict[str, Any]:
         body["structured"] = structured
     event = {"type": "message.edit", "message_id": p.message_id, "agent_id": caller, "body": body}
     stored = (await kernel.emit([event], ctx=ctx))[0]
+    announce_written(kernel, [stored])
     version = db.execute("SELECT edit_count FROM messages WHERE message_id=?", (p.message_id,)).fetchone()
     return {
         "message_id": p.message_id,
@@ -294,8 +297,6 @@ async def mark_read_ids(ctx: CallContext, reader_id: str, ids: list[str]) -> dic
     _, remaining = inbox_totals(db, reader_id, agent_info(db, reader_id), exclude_self=True)
     thread_ids = sorted({t for mid in to_mark if (t := threads.get(mid))})
     if thread_ids:
-        from thrum_plugins.notifiers.push import notify_threads
-
         notify_threads(kernel, thread_ids)
     return {
         "marked_count": len(to_mark),

@@ -11,10 +11,11 @@ Performance notes (the request/response round trip is the daemon's hot path):
   ``wait_writable`` instead of ``trio.SocketStream``, whose every call costs
   extra trips through the scheduler.
 * Requests run inline in the reader task; only a request that suspends gets
-  a task of its own, by handing the reading role to a new task just before
-  it first suspends (see ``_read_lines``).  The reader task's cancel scope
-  is lent to the request it runs, so a request needs no scope of its own
-  (:class:`~thrum_core.rpc.dispatcher.LentScope`).
+  a task of its own, by handing the reading role to another task just before
+  it first suspends (see ``_read_lines``): a spare task of the connection
+  parked after finishing such a request, else a new one.  The reader task's
+  cancel scope is lent to the request it runs, so a request needs no scope
+  of its own (:class:`~thrum_core.rpc.dispatcher.LentScope`).
 * A reply is written straight from the task that computed it when nothing
   is queued; replies of a run of pipelined requests are sent together at
   the end of the chunk; a writer task drains what the socket did not take.
@@ -25,7 +26,6 @@ Performance notes (the request/response round trip is the daemon's hot path):
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import socket as stdlib_socket
@@ -35,11 +35,12 @@ from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import outcome
 import trio
 
 from thrum_core.lifecycle import socket_answers
 from thrum_core.markers import hookimpl
-from thrum_core.rpc.dispatcher import LentScope
+from thrum_core.rpc.dispatcher import LentScope, encode_json
 
 if TYPE_CHECKING:
     from thrum_core.kernel import Kernel
@@ -55,6 +56,7 @@ IDLE_SWEEP_S = 30.0
 RECEIVE_CHUNK = 1 << 16
 DEFER_MAX = 64  # replies held back at most while serving a run of pipelined requests
 INLINE_STREAK = 16  # reads + requests served back to back before the reader yields to other tasks
+MAX_SPARE = 8  # parked tasks kept per connection for reading (see UnixConnection._park)
 TOO_LARGE_REPLY = (
     b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"request too large",'
     b'"data":{"limit":4194304}},"id":null}\n'
@@ -94,6 +96,9 @@ class UnixConnection:
         # True only while the reader serves a request inline with more complete lines behind it
         # in the same chunk; it is synchronous code, so no other task can see it True.
         self._deferring = False
+        # Tasks that finished a request they had handed reading away for, parked until a reader
+        # hands reading to them (cheaper than spawning a task per suspending request).
+        self._spare: list[trio.lowlevel.Task] = []
 
     # -- Connection protocol ---------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> bool:
@@ -104,7 +109,7 @@ class UnixConnection:
             log.warning("connection %s is too slow (outbound queue full); closing it", self.id)
             self.close()
             return False
-        line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}, ensure_ascii=False)
+        line = encode_json({"jsonrpc": "2.0", "method": method, "params": params})
         self._queue(line.encode() + b"\n")
         return not self.closed
 
@@ -272,23 +277,46 @@ class UnixConnection:
 
         Each request runs inline, in this task.  If it completes without
         suspending (most do) that saves spawning a task and a trip through
-        the scheduler.  If it suspends, a new task takes over reading (the
-        rest of this chunk first) just before it does, and this task only
-        finishes that request: requests still run concurrently and replies
-        go out as they complete.  The task's cancel scope is lent to the
-        request it runs (:class:`~thrum_core.rpc.dispatcher.LentScope`), so a
-        request needs no scope of its own.
+        the scheduler.  If it suspends, another task takes over reading (the
+        rest of this chunk first) just before it does, and this task
+        finishes that request, then parks as a spare reader (``_park``):
+        requests still run concurrently and replies go out as they complete.
+        The task's cancel scope is lent to the request it runs
+        (:class:`~thrum_core.rpc.dispatcher.LentScope`), so a request needs no
+        scope of its own.
         """
         with trio.CancelScope() as scope:
             lent = LentScope(scope)
-            await self._read_lines(nursery, chunk, start, lent)
+            while await self._read_lines(nursery, chunk, start, lent):
+                # This task handed reading over and has finished its request: wait to read again.
+                lent.release()
+                resumed = await self._park()
+                if resumed is None:
+                    return
+                chunk, start = resumed
         if scope.cancelled_caught:
             # The deadline of the request this task was finishing passed (SPEC §8.5).
             reply = lent.timeout_reply()
             if reply is not None and not self.closed:
                 self._queue(reply + b"\n")
 
-    async def _read_lines(self, nursery: trio.Nursery, chunk: bytes, start: int, lent: LentScope) -> None:
+    async def _park(self) -> tuple[bytes, int] | None:
+        """Wait as a spare task until a reader hands reading over (``None``: too many spares)."""
+        if len(self._spare) >= MAX_SPARE:
+            return None
+        task = trio.lowlevel.current_task()
+        self._spare.append(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if task in self._spare:
+                self._spare.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        resumed: tuple[bytes, int] = await trio.lowlevel.wait_task_rescheduled(abort)
+        return resumed
+
+    async def _read_lines(self, nursery: trio.Nursery, chunk: bytes, start: int, lent: LentScope) -> bool:
+        """Serve lines until EOF (``False``) or until reading was handed to another task (``True``)."""
         sock = self.sock
         streak = 0  # reads and requests since this task last yielded to the scheduler
         while True:
@@ -309,7 +337,7 @@ class UnixConnection:
                     chunk = b""
                 if not chunk:
                     self._eof.set()
-                    return
+                    return False
                 start = 0
                 streak += 1
                 self.last_activity = time.monotonic()
@@ -356,7 +384,10 @@ class UnixConnection:
                 if self._out:
                     self._wake_writer()
                 lent.activate()
-                nursery.start_soon(self._read_loop, nursery, chunk, start)
+                if self._spare:
+                    trio.lowlevel.reschedule(self._spare.pop(), outcome.Value((chunk, start)))
+                else:
+                    nursery.start_soon(self._read_loop, nursery, chunk, start)
 
             self._deferring = chunk.find(b"\n", start) >= 0
             try:
@@ -364,7 +395,7 @@ class UnixConnection:
             finally:
                 self._deferring = False
             if handed_off:
-                return
+                return True
             lent.release()
             streak += 1
             if streak >= INLINE_STREAK:

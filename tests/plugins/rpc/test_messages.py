@@ -228,6 +228,53 @@ async def test_structured_tags_scopes_refs_and_formats(team: Team) -> None:
     assert msg["is_read"] is False
 
 
+# Every character class JSON treats specially: quotes, backslashes, control characters, NUL,
+# non-ASCII (2, 3 and 4 bytes in UTF-8) and the JavaScript line separators.
+AWKWARD = 'say "hi" \\ back\\slash\n\ttab \x00 \x01 \x1f é 日本 😀 \u2028 \u2029 </script>'
+
+
+async def test_awkward_text_survives_every_read_path(team: Team) -> None:
+    alice, bob = team["alice"], team["bob"]
+    structured = {"k": AWKWARD, "n": [1, 2.5, None, True]}
+    sent = await alice.send(
+        AWKWARD, to="@bob", structured=structured, scopes=[{"type": "task", "value": "T-é"}]
+    )
+    mid = sent["message_id"]
+    got = (await bob.call("message.get", {"message_id": mid}))["message"]
+    assert got["body"]["content"] == AWKWARD and json.loads(got["body"]["structured"]) == structured
+    assert got["scopes"] == [{"type": "task", "value": "T-é"}]
+    listed = (await bob.inbox())["messages"]
+    assert [m["message_id"] for m in listed] == [mid] and listed[0]["body"]["content"] == AWKWARD
+    outbox = (await alice.call("message.outbox"))["messages"]
+    assert outbox[0]["body"]["content"] == AWKWARD
+    assert outbox[0]["recipients"] == [{"agent_id": "bob", "read_at": None}]
+    waited = await bob.call("message.wait", {"timeout_ms": 200, "after": "-1m"})
+    assert waited["messages"][0]["body"]["content"] == AWKWARD
+    # the summary is the full message without recipients and metadata, plus the two counts
+    summary = {k: v for k, v in got.items() if k not in ("recipients", "metadata")}
+    assert listed[0] == {**summary, "recipient_count": 1, "read_count": 0}
+    assert list(listed[0]) == [*summary, "recipient_count", "read_count"]  # the SPEC's field order
+
+
+async def test_list_and_get_in_a_batch_match_single_calls(team: Team) -> None:
+    alice, bob = team["alice"], team["bob"]
+    first = (await alice.send("one", to="@bob"))["message_id"]
+    await alice.send("two", to="@bob,@carol", tags=["t"])
+    params = {"for_agent": "bob", "caller_agent_id": "bob"}
+    single_list = await bob.client.call("message.list", params)
+    single_get = await bob.client.call("message.get", {"message_id": first, "caller_agent_id": "bob"})
+    batch = [
+        bob.client.request("message.list", params),
+        bob.client.request("message.get", {"message_id": first, "caller_agent_id": "bob"}),
+        bob.client.request("message.get", {"message_id": "msg_missing"}),
+    ]
+    await bob.client.send_value(batch)
+    replies = {r["id"]: r for r in await bob.client.read_message(timeout=5)}
+    assert replies[batch[0]["id"]]["result"] == single_list
+    assert replies[batch[1]["id"]]["result"] == single_get
+    assert replies[batch[2]["id"]]["error"]["code"] == -32001
+
+
 # ------------------------------------------------------------------------------------ inbox
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -182,6 +183,32 @@ async def test_edits_are_announced_deleted_messages_never(
     synced = dict(create, message_id="msg_from_git", event_id="evt_g")
     await thrum_kernel.emit([synced], source="sync")
     assert (await bob.client.next_notification(timeout=5))["params"]["message_id"] == "msg_from_git"
+
+
+def pending_bytes(peer: Peer) -> bytes:
+    """What the daemon has written to ``peer``'s socket and the client has not read yet."""
+    with socket.fromfd(peer.client.stream.socket.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        try:
+            return raw.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+
+
+async def test_subscriber_is_told_before_the_sender_gets_its_reply_and_only_once(
+    peers: dict[str, Peer],
+) -> None:
+    alice, bob = peers["alice"], peers["bob"]
+    await bob.call("subscribe", {"all": True})
+    for i in range(5):
+        sent = await alice.call("message.send", {"content": f"m{i}", "to": "@carol"})
+        # message.send announces its message before it replies (the observer comes later and skips it)
+        assert sent["message_id"].encode() in pending_bytes(bob)
+        note = await bob.client.next_notification(timeout=5)
+        assert note["params"]["message_id"] == sent["message_id"]
+    edited = await alice.call("message.edit", {"message_id": sent["message_id"], "content": "m4 again"})
+    assert b'"kind":"edited"' in pending_bytes(bob) and edited["version"] == 1
+    assert (await bob.client.next_notification(timeout=5))["params"]["preview"] == "m4 again"
+    await bob.no_notification()
 
 
 async def test_every_attached_connection_receives_and_unattached_do_not(
