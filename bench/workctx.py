@@ -98,7 +98,10 @@ def build_repo(root: Path) -> Path:
     return work
 
 
-def _time(fn: Callable[[], Any], runs: int, before: Callable[[], None] | None = None) -> list[float]:
+def _time(
+    fn: Callable[[], Any], runs: int, before: Callable[[], None] | None = None, cpu: list[float] | None = None
+) -> list[float]:
+    """Wall milliseconds of ``runs`` calls (after two warm-up calls); CPU milliseconds go to ``cpu``."""
     fn()
     fn()
     samples = []
@@ -106,8 +109,11 @@ def _time(fn: Callable[[], Any], runs: int, before: Callable[[], None] | None = 
         if before is not None:
             before()
         t = time.perf_counter()
+        c = time.process_time()
         fn()
         samples.append((time.perf_counter() - t) * 1000)
+        if cpu is not None:
+            cpu.append((time.process_time() - c) * 1000)
     return samples
 
 
@@ -117,29 +123,35 @@ def _p95(samples: list[float]) -> float:
 
 
 def _phases(work: Path, runs: int) -> dict[str, list[float]]:
-    """Time the parts of one uncached extraction separately, to see what dominates."""
-    repo = pygit2.Repository(str(work))
-    head = repo.head.peel(pygit2.Commit)
-    base = repo.references["refs/heads/main"].target
-    mb = repo.merge_base(base, head.id)
+    """Time the parts of one uncached extraction separately (each on a freshly opened repository)."""
+
+    def fresh() -> tuple[pygit2.Repository, pygit2.Commit, pygit2.Oid]:
+        _workctx.clear_caches()
+        repo = pygit2.Repository(str(work))
+        return repo, repo.head.peel(pygit2.Commit), repo.references["refs/heads/main"].target
 
     def numstat() -> None:
+        repo, head, base = fresh()
+        mb = repo.merge_base(base, head.id)
         diff = repo[mb].peel(pygit2.Tree).diff_to_tree(head.tree, context_lines=0)
         diff.find_similar(flags=pygit2.enums.DiffFind.FIND_RENAMES)
-        for patch in diff:
-            assert patch is not None
-            _ = patch.line_stats
+        _workctx._fill_numstat(repo, diff, {})
 
     def walk() -> None:
+        repo, head, base = fresh()
         walker = repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
         walker.hide(base)
         for commit in walker:
             _workctx._compute_commit_files(repo, commit)
 
+    def status() -> None:
+        repo, head, _ = fresh()
+        _workctx._uncommitted(repo, head)
+
     return {
         "open repository": _time(lambda: pygit2.Repository(str(work)), runs),
-        "status (1 scan)": _time(lambda: _workctx._uncommitted(repo, head), runs),
-        "numstat diff": _time(numstat, runs),
+        "status (1 scan)": _time(status, runs),
+        "merge-base + numstat": _time(numstat, runs),
         "commit walk + diffs": _time(walk, runs),
     }
 
@@ -159,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         extract_work_context(work)
         first_ms = (time.perf_counter() - t) * 1000
-        warm = _time(lambda: extract_work_context(work), runs)
-        cold = _time(lambda: extract_work_context(work), runs, before=_workctx.clear_caches)
+        warm_cpu: list[float] = []
+        cold_cpu: list[float] = []
+        warm = _time(lambda: extract_work_context(work), runs, cpu=warm_cpu)
+        cold = _time(lambda: extract_work_context(work), runs, before=_workctx.clear_caches, cpu=cold_cpu)
         result = extract_work_context(work)
         phases = _phases(work, runs)
 
@@ -168,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"repository: {N_FILES} files, {N_COMMITS} unmerged commits, {N_DIRTY} modified + 2 untracked")
     print(f"built in {build_s:.1f} s")
     print(f"extract_work_context, first call in this process: {first_ms:.2f} ms")
-    for label, samples in (("warm", warm), ("cold", cold)):
+    for label, samples, cpu in (("warm", warm, warm_cpu), ("cold", cold, cold_cpu)):
         print(
             f"extract_work_context {label}: {runs} runs, median {statistics.median(samples):.2f} ms, "
-            f"p95 {_p95(samples):.2f} ms, min {min(samples):.2f} ms"
+            f"p95 {_p95(samples):.2f} ms, min {min(samples):.2f} ms; "
+            f"CPU median {statistics.median(cpu):.2f} ms, min {min(cpu):.2f} ms"
         )
     print(
         "result: "

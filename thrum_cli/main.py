@@ -3,9 +3,14 @@
 ``get_command`` looks the name up in :mod:`thrum_cli.index`, imports only that
 module and calls its ``thrum_register_commands`` on a collecting group (no
 pluggy).  An unknown name, ``thrum --help`` and completion load the full
-plugin manager so third-party commands appear.  Global flags are pre-scanned
-out of argv (:mod:`thrum_cli.state`) so they may come before or after the
-command; errors are printed per SPEC §15.3 (:mod:`thrum_cli.output`).
+plugin manager so third-party commands appear.  The global flags (SPEC §15.1)
+may come before or after the command: ``--repo``, ``--json``, ``-q`` and
+``-v`` are pre-scanned out of argv (:mod:`thrum_cli.state`); ``--name``,
+``--role`` and ``--module`` are root options and are also added, hidden, to
+the command being run (and to the subcommands of a group) unless it defines an
+option of that name itself (``team --role`` filters, ``quickstart --name``
+names the new agent).  Errors are printed per SPEC §15.3
+(:mod:`thrum_cli.output`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from thrum_cli import index, output
 from thrum_cli.state import CliState, PrescanError, get_state, prescan, set_state
 from thrum_core.errors import INTERNAL_ERROR, INVALID_PARAMS, ThrumError
 
-__all__ = ["ThrumGroup", "cli", "main"]
+__all__ = ["ThrumGroup", "accept_identity_flags", "cli", "main"]
 
 PROG_NAME = "thrum"
 COMPLETE_VAR = "_THRUM_COMPLETE"
@@ -95,16 +100,17 @@ class ThrumGroup(click.Group):
     # -- click API -----------------------------------------------------------------
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = self.commands.get(cmd_name)
+        if command is None:
+            module_name = index.COMMANDS.get(cmd_name)
+            if module_name is not None and index.plugin_enabled(module_name, get_state().environ):
+                self.load_module(module_name)
+                command = self.commands.get(cmd_name)
+            if command is None:
+                self.load_all()
+                command = self.commands.get(cmd_name)
         if command is not None:
-            return command
-        module_name = index.COMMANDS.get(cmd_name)
-        if module_name is not None and index.plugin_enabled(module_name, get_state().environ):
-            self.load_module(module_name)
-            command = self.commands.get(cmd_name)
-            if command is not None:
-                return command
-        self.load_all()
-        return self.commands.get(cmd_name)
+            accept_identity_flags(command)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self.load_all()
@@ -212,6 +218,45 @@ def _set_identity_flags(ctx: click.Context, param: click.Parameter, value: Any) 
     return value
 
 
+#: The identity flags every command accepts after its name (SPEC §15.1), with their parameter names.
+#: The names are private so that they never collide with a command's own argument called ``name``.
+_IDENTITY_FLAGS = {
+    "--name": "thrum_global_name",
+    "--role": "thrum_global_role",
+    "--module": "thrum_global_module",
+}
+_IDENTITY_PARAMS = {param: flag[2:] for flag, param in _IDENTITY_FLAGS.items()}
+_FLAGS_ADDED = "_thrum_identity_flags"
+
+
+def _set_global_identity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and param.name in _IDENTITY_PARAMS:
+        setattr(get_state(), _IDENTITY_PARAMS[param.name], value)
+    return value
+
+
+def accept_identity_flags(command: click.Command) -> None:
+    """Let ``--name``/``--role``/``--module`` follow ``command`` (and, for a group, its subcommands).
+
+    A flag the command defines itself keeps the command's meaning. Hidden options are added once per
+    command object; they set the same global state as the root options.
+    """
+    if getattr(command, _FLAGS_ADDED, False):
+        return
+    setattr(command, _FLAGS_ADDED, True)
+    taken = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for flag, param_name in _IDENTITY_FLAGS.items():
+        if flag not in taken:
+            command.params.append(
+                click.Option(
+                    [flag, param_name], expose_value=False, hidden=True, callback=_set_global_identity
+                )
+            )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_identity_flags(sub)
+
+
 def _global_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     # Pre-scanned out of argv in practice; kept as options so --help documents them.
     state = get_state()
@@ -227,7 +272,7 @@ def _global_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     name=PROG_NAME,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Global flags --repo, --json, -q and -v may also follow the command.",
+    epilog="Global flags --repo, --json, -q, -v, --name, --role and --module may also follow the command.",
 )
 @click.option(
     "--repo", metavar="PATH", expose_value=False, callback=_global_flag, help="Repository to act on."

@@ -3,8 +3,10 @@
 ``--repo PATH``, ``--json``, ``-q/--quiet`` and ``-v/--verbose`` are accepted
 anywhere on the command line (up to ``--``): :func:`prescan` takes them out of
 argv before click parses it.  ``--role``, ``--module`` and ``--name`` are root
-options (before the command), so a command may define its own options with the
-same names.  Commands read everything through :func:`get_state`.
+options that the root group also adds to the command being run
+(:func:`thrum_cli.main.accept_identity_flags`), so they may follow it too,
+while a command may still define its own options with the same names.
+Commands read everything through :func:`get_state`.
 """
 
 from __future__ import annotations

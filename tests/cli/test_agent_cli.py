@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from .conftest import clean_environ
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",
@@ -28,7 +30,7 @@ GIT_ENV = {
 
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
+    env = clean_environ()
     env.update(GIT_ENV)
     env.update(extra or {})
     return env

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from .conftest import clean_environ
+
 
 def _env(name: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
+    env = clean_environ()
     env.update(GIT_CONFIG_NOSYSTEM="1", HOME=env.get("HOME", "/tmp"))
     if name is not None:
         env["THRUM_NAME"] = name

@@ -48,8 +48,14 @@ def write_identity(
     display: str | None,
     pid: int | None,
     named: bool,
+    runtime: str | None = None,
+    preferred_runtime: str | None = None,
 ) -> str:
-    """Write ``identities/<agent_id>.json`` for a registration; return its path."""
+    """Write ``identities/<agent_id>.json`` for a registration; return its path.
+
+    ``runtime`` (the preset in use) and ``preferred_runtime`` (the one asked for with ``--runtime``)
+    are written when known; an existing value is kept otherwise (SPEC §5.5).
+    """
     from thrum_cli.identity import write_identity_file
 
     agent: dict[str, Any] = {"kind": "agent", "role": role, "module": module, "display": display or ""}
@@ -61,6 +67,10 @@ def write_identity(
         updates["branch"] = branch
     if pid:
         updates["agent_pid"] = pid
+    if preferred_runtime:
+        updates["preferred_runtime"] = preferred_runtime
+    if runtime:
+        updates["runtime"] = runtime
     return str(write_identity_file(s.paths.identities_dir, result["agent_id"], agent=agent, updates=updates))
 
 
@@ -148,6 +158,12 @@ def _print_quickstart(result: dict[str, Any]) -> None:
     if result.get("intent"):
         click.echo(f"Intent: {result['intent']}")
     click.echo(f"Identity file: {result['identity_file']}")
+    runtime = result.get("runtime")
+    if isinstance(runtime, dict) and runtime.get("runtimes"):
+        how = f" ({runtime['source']})" if runtime.get("source") else ""
+        click.echo(f"Runtime: {', '.join(runtime['runtimes'])}{how}")
+        for f in runtime.get("files") or []:
+            click.echo(f"  {f['path']} ({f['action']})")
 
 
 @click.command("quickstart")
@@ -212,7 +228,8 @@ def quickstart(
     pid = runtime_ancestor_pid()
     # Connect first: without a daemon nothing (not even runtime files) is written.
     with open_session(identity=False, paths=paths) as s:
-        runtime_result = None if no_init else _runtime_files(paths, runtime, chosen, role, module)
+        if runtime is not None:
+            _check_runtime_name(runtime)
         try:
             registered = _register(
                 s,
@@ -238,8 +255,21 @@ def quickstart(
                 re_register=True,
             )
         agent_id = registered["agent_id"]
+        # Files only once the registration stands (a refused name writes nothing).
+        runtime_result = None if no_init else _runtime_files(paths, runtime, agent_id, role, module)
+        in_use = runtime if runtime not in (None, "all") else None
+        if runtime_result and len(runtime_result["runtimes"]) == 1:
+            in_use = runtime_result["runtimes"][0]
         identity_file = write_identity(
-            s, registered, role=role, module=module, display=display, pid=pid, named=chosen is not None
+            s,
+            registered,
+            role=role,
+            module=module,
+            display=display,
+            pid=pid,
+            named=chosen is not None,
+            runtime=in_use,
+            preferred_runtime=runtime if runtime != "all" else None,
         )
         s.identity = _identity_for(agent_id)
         session = start_session(s, agent_id)
@@ -278,7 +308,11 @@ def _identity_for(agent_id: str) -> Any:
 
 
 def _runtime_files(paths: Any, runtime: str | None, name: str | None, role: str, module: str) -> Any:
-    """Generate the runtime preset's files through the runtime plugins (as ``init`` does), if any exist."""
+    """Generate the runtime preset's files through the runtime plugins (as ``init`` does), if any exist.
+
+    The preset is ``--runtime``, else the detected one (environment, ``runtime.primary``, repository
+    markers); ``runtime.primary`` is only set when none is configured yet.
+    """
     try:
         from thrum_cli.state import get_state
         from thrum_core.plugins.loader import make_plugin_manager
@@ -286,9 +320,26 @@ def _runtime_files(paths: Any, runtime: str | None, name: str | None, role: str,
     except ImportError:
         return None
     opts = InitOptions(
-        runtime=runtime, agent_name=name or "default_agent", agent_role=role, agent_module=module
+        runtime=runtime,
+        agent_name=name or "default_agent",
+        agent_role=role,
+        agent_module=module,
+        set_primary=False,
     )
     return _init_runtime(make_plugin_manager(get_state().environ), paths, opts)
+
+
+def _check_runtime_name(runtime: str) -> None:
+    """Refuse an unknown ``--runtime`` (-32602 with the known names) before anything is written."""
+    from thrum_core.errors import InvalidParams
+    from thrum_plugins.cli.runtime import local_registry
+
+    _pm, registry = local_registry()
+    known = ["all", *registry.names()]
+    if runtime not in known:
+        raise InvalidParams(
+            "--runtime", "unknown", f"unknown runtime {runtime!r} (known: {', '.join(known)})", allowed=known
+        )
 
 
 # ------------------------------------------------------------------------------------------ agent

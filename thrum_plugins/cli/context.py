@@ -179,15 +179,58 @@ def _print_prime(r: dict[str, Any]) -> None:
         click.echo(f"({section} unavailable: {message})", err=True)
 
 
+def _builtin_preset(name: str) -> Any:
+    """The built-in runtime preset called ``name`` (imported directly: no plugin scan), or ``None``."""
+    import importlib
+    import re
+
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", name):
+        return None
+    try:
+        module = importlib.import_module(f"thrum_plugins.runtimes.{name.replace('-', '_')}")
+    except ImportError:
+        return None
+    return getattr(module, "PRESET", None)
+
+
+def _instructions_hint(s: Any, result: dict[str, Any]) -> str | None:
+    """A tip when the caller's runtime instructions file lacks the thrum block (``None``: nothing to say).
+
+    The runtime is the one recorded in the caller's identity file (``quickstart`` writes it); Claude
+    Code, and an unknown runtime, are judged by the daemon's ``claude_md`` section.
+    """
+    ident = getattr(s.identity, "file", None)
+    runtime = ident.raw.get("runtime") if ident is not None else None
+    preset = _builtin_preset(runtime) if isinstance(runtime, str) and runtime != "claude" else None
+    if preset is None:
+        claude = result.get("claude_md") or {}
+        if claude.get("thrum_block"):
+            return None
+        return "tip: add thrum instructions to CLAUDE.md with: thrum setup claude-md --apply"
+    target = getattr(preset, "instructions_file", None) or getattr(preset, "rule_file", None)
+    if not target:
+        return None
+    from thrum_plugins.runtimes._preset import BLOCK_BEGIN
+
+    try:
+        text = (s.paths.root / target).read_text("utf-8", errors="replace")
+    except OSError:
+        text = ""
+    if BLOCK_BEGIN in text:
+        return None
+    command = f"thrum init --force --no-daemon --runtime {preset.name}"
+    return f"tip: add thrum instructions to {target} with: {command}"
+
+
 def _prime() -> None:
     from thrum_cli.output import emit, hint
 
     with open_session() as s:
         result = s.call("context.prime")
     emit(result, _print_prime)
-    claude = result.get("claude_md") or {}
-    if not claude.get("thrum_block"):
-        hint("tip: add thrum instructions to CLAUDE.md with: thrum setup claude-md --apply")
+    tip = _instructions_hint(s, result)
+    if tip:
+        hint(tip)
 
 
 @click.command("prime")

@@ -49,6 +49,8 @@ class InitOptions:
     agent_role: str = DEFAULT_AGENT_ROLE
     agent_module: str = DEFAULT_AGENT_MODULE
     skills: bool = False
+    #: ``init`` always records the chosen preset as ``runtime.primary``; ``quickstart`` only when unset.
+    set_primary: bool = True
 
 
 @dataclass
@@ -253,40 +255,59 @@ def _write_runtime_file(root: Path, rel: str, content: str, policy: str, preset:
     return "updated" if exists else "created"
 
 
+def _single_agent_mode(paths: ThrumPaths) -> bool:
+    """``daemon.single_agent_mode`` from ``config.json`` (``init`` writes true; D13)."""
+    from thrum_cli.configfile import read_config_file
+
+    try:
+        daemon = read_config_file(paths.config_file).get("daemon")
+    except Exception:
+        return True
+    value = daemon.get("single_agent_mode") if isinstance(daemon, dict) else None
+    return value if isinstance(value, bool) else True
+
+
 def _init_runtime(pm: PluginManager, paths: ThrumPaths, opts: InitOptions) -> dict[str, Any] | None:
-    """Step 7: generate the files of the chosen runtime presets; ``None`` when there are none."""
+    """Step 7: generate the files of the chosen runtime presets; ``None`` when there are none.
+
+    The preset is ``--runtime`` (a name, ``all`` or ``cli-only``), else the one the environment,
+    ``runtime.primary`` or the repository's markers point at
+    (:func:`thrum_plugins.runtimes._select.select_runtime`). ``runtime.primary`` is set when a single
+    preset was chosen (by ``quickstart`` only while none is configured).
+    """
     from thrum_cli.configfile import update_config_file
     from thrum_core.errors import InvalidParams
     from thrum_core.plugins.registry import Registry
+    from thrum_plugins.cli.runtime import configured_primary
+    from thrum_plugins.runtimes._select import select_runtime
 
     registry: Registry[Any] = pm.collect("thrum_register_runtimes", Registry("runtime"))
     if not len(registry):
         return None
     environ = dict(os.environ)
-    if opts.runtime is None:
-        detected = pm.hook.thrum_detect_runtime(environ=environ, cwd=paths.root)
-        if detected is None:
-            for entry in registry.entries():
-                try:
-                    if entry.obj.detect(environ, paths.root):
-                        detected = entry.name
-                        break
-                except Exception:
-                    continue
-        if detected is None:
-            return None
-        names = [detected]
-    elif opts.runtime == "all":
+    configured = configured_primary(paths.config_file)
+    source: str | None = "flag"
+    if opts.runtime == "all":
         names = [n for n in registry.names() if n != "cli-only"]
     else:
-        if opts.runtime not in registry:
+        if opts.runtime is not None and opts.runtime not in registry:
             raise InvalidParams(
                 "--runtime",
                 "unknown",
                 f"unknown runtime {opts.runtime!r} (known: {', '.join(['all', *registry.names()])})",
                 allowed=["all", *registry.names()],
             )
-        names = [opts.runtime]
+        chosen, source = select_runtime(
+            registry,
+            environ=environ,
+            root=paths.root,
+            explicit=opts.runtime,
+            configured=configured,
+            hook=pm.hook.thrum_detect_runtime,
+        )
+        if chosen is None:
+            return None
+        names = [chosen]
     context = {
         "agent_name": opts.agent_name,
         "agent_role": opts.agent_role,
@@ -294,7 +315,7 @@ def _init_runtime(pm: PluginManager, paths: ThrumPaths, opts: InitOptions) -> di
         "repo_path": str(paths.main_root),
         "repo_name": paths.main_root.name,
         "skills_only": opts.skills,
-        "single_agent_mode": True,
+        "single_agent_mode": _single_agent_mode(paths),
         "force": opts.force,
     }
     files: list[dict[str, str]] = []
@@ -310,9 +331,9 @@ def _init_runtime(pm: PluginManager, paths: ThrumPaths, opts: InitOptions) -> di
             )
             files.append({"runtime": name, "path": rel, "policy": policy, "action": action})
     primary = names[0] if len(names) == 1 else None
-    if primary and not opts.dry_run:
+    if primary and not opts.dry_run and (opts.set_primary or not configured):
         update_config_file(paths.config_file, {"runtime.primary": primary})
-    return {"name": opts.runtime or primary, "runtimes": names, "files": files}
+    return {"name": opts.runtime or primary, "runtimes": names, "source": source, "files": files}
 
 
 def _start_daemon(paths: ThrumPaths) -> tuple[dict[str, Any], bool]:

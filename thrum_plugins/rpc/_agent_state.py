@@ -112,6 +112,11 @@ class Presence:
         self._loaded = False
         self._flushed_ns = 0
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the ``presence`` table was read."""
+        return self._loaded
+
     def ensure_loaded(self, db: sqlite3.Connection) -> None:
         """Read the ``presence`` table once (the daemon's previous run)."""
         if self._loaded:
@@ -192,7 +197,7 @@ def presence(kernel: Kernel) -> Presence:
     tracker: Presence | None = state.get("presence")
     if tracker is None:
         tracker = state["presence"] = Presence()
-    if kernel.store is not None:
+    if not tracker.loaded and kernel.store is not None:
         tracker.ensure_loaded(reader(kernel))
     return tracker
 

@@ -10,16 +10,27 @@ Cost model (what the code is shaped around):
   as ``git status --porcelain`` does) so a large untracked tree is never recursed. The index is never
   written back (``git status`` refreshes it opportunistically; a daemon must not take another
   process's ``index.lock``, as with ``GIT_OPTIONAL_LOCKS=0``);
-* one tree-to-tree diff ``merge-base..HEAD`` with a patch per file for the numstat — reading the blobs
-  is the expensive part (loose objects: an open + inflate each);
+* one tree-to-tree diff ``merge-base..HEAD`` (paths only), then a numstat per changed file from the two
+  blobs read once each through the object database and diffed as buffers (xdiff, no context lines).
+  libgit2's own per-delta patch reads every blob twice (its size, then its content) and resolves the
+  gitattributes diff driver of each path (two ``realpath`` walks per file); that path is kept only when
+  an attributes file could apply or for submodule entries, so the counts stay those of
+  ``git diff --numstat``;
 * one commit walk ``base..HEAD`` with a tree-to-tree diff per commit (paths only) that yields both
   ``unmerged_commits`` and each path's ``last_modified`` — no blame, no per-file log. Each diff costs a
   fixed ~0.15 ms of libgit2 set-up.
 
+Reading a loose object is most of the cost (``access``, ``stat``, ``open``, ``read``, inflate). libgit2 also
+hashes every object it reads to check its id ("strict hash verification": SHA-1 with collision detection,
+about a quarter of a cold extraction); git itself does not on ordinary reads (``git diff``, ``git log``;
+``fsck`` and transfers check), and a damaged object still fails to inflate or parse, so this module turns
+that check off for the process when it is imported.
+
 Both costly inputs are content-addressed, so they are memoised across calls in bounded LRU caches: a
-commit's file list by commit id, a numstat by ``(old blob, new blob, path)``. A repeated heartbeat then
-costs the status scan, the walk and one tree diff; after a new commit only that commit and the blobs it
-changed are read.
+commit's file list by commit id, a numstat by ``(old blob, new blob, path)``. The ``Repository`` of a
+worktree is kept open between calls as well (its object cache then holds the commits and trees the walk
+reads). A repeated heartbeat costs the status scan, the walk and one tree diff; after a new commit only
+that commit and the blobs it changed are read.
 """
 
 from __future__ import annotations
@@ -28,14 +39,16 @@ import os
 import posixpath
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pygit2
-from pygit2.enums import DeltaStatus, DiffFind, FileStatus, SortMode
+from pygit2.enums import ConfigLevel, DeltaStatus, DiffFind, FileMode, FileStatus, SortMode
 
 __all__ = ["BASE_REFS", "clear_caches", "extract_work_context", "file_state"]
+
+pygit2.settings.enable_strict_hash_verification(False)
 
 #: Candidate base references, first existing wins (SPEC §9.14).
 BASE_REFS: tuple[str, ...] = (
@@ -49,14 +62,16 @@ BASE_REFS: tuple[str, ...] = (
 # branch that is thousands of commits ahead of a stale base.
 _DATE_WALK_LIMIT = 1000
 
-_STATUS_NAMES: dict[DeltaStatus, str] = {
-    DeltaStatus.ADDED: "added",
-    DeltaStatus.DELETED: "deleted",
-    DeltaStatus.MODIFIED: "modified",
-    DeltaStatus.RENAMED: "renamed",
-    DeltaStatus.COPIED: "added",
-    DeltaStatus.TYPECHANGE: "modified",
+# By ``DiffDelta.status_char()`` (a plain string: ``DiffDelta.status`` builds an enum on every access).
+_STATUS_NAMES: dict[str, str] = {
+    "A": "added",
+    "D": "deleted",
+    "M": "modified",
+    "R": "renamed",
+    "C": "added",
+    "T": "modified",
 }
+_BLOB = 3  # git's object type number of a blob (``odb.read`` returns it first)
 
 
 class _LRU:
@@ -81,6 +96,10 @@ class _LRU:
             while len(self._data) > self._maxsize:
                 self._data.popitem(last=False)
 
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
@@ -95,11 +114,60 @@ _COMMIT_FILES = _LRU(8192)
 # can make a file binary.
 _NUMSTAT = _LRU(32768)
 
+# git (``buffer_is_binary``) and libgit2 look for a NUL byte in this many leading bytes.
+_BINARY_PROBE = 8000
+_REGULAR = frozenset({FileMode.BLOB, FileMode.BLOB_EXECUTABLE})
+
+
+class _OpenRepo:
+    """A worktree's ``Repository`` kept open between calls, with the lock of whoever is using it.
+
+    libgit2 objects must not be used by two threads at once: a caller that finds the lock taken opens a
+    private ``Repository`` for its call instead of waiting.
+    """
+
+    __slots__ = ("gitdir_ino", "lock", "repo")
+
+    def __init__(self, repo: pygit2.Repository, gitdir_ino: int) -> None:
+        self.repo = repo
+        self.gitdir_ino = gitdir_ino
+        self.lock = threading.Lock()
+
+
+# worktree path → its open repository; a few entries (one per local worktree an agent works in).
+_REPOS = _LRU(32)
+
 
 def clear_caches() -> None:
-    """Forget the memoised commit file lists and numstats (for benchmarks and tests)."""
+    """Forget the memoised commit file lists, numstats and open repositories (for benchmarks and tests)."""
     _COMMIT_FILES.clear()
     _NUMSTAT.clear()
+    _REPOS.clear()
+
+
+def _acquire_repo(path: str) -> tuple[pygit2.Repository, threading.Lock | None]:
+    """The ``Repository`` for ``path`` and the lock to release after use (``None``: a private one).
+
+    A kept repository is reused only while its git directory is the same directory (same inode): a
+    worktree removed and created again at the same path gets a fresh ``Repository``.
+    """
+    kept: _OpenRepo | None = _REPOS.get(path)
+    if kept is not None and kept.lock.acquire(blocking=False):
+        try:
+            valid = os.stat(kept.repo.path).st_ino == kept.gitdir_ino
+        except OSError:
+            valid = False
+        if valid:
+            return kept.repo, kept.lock
+        kept.lock.release()
+        kept = None
+    repo = pygit2.Repository(path)
+    if kept is not None:  # in use by another thread: this call gets its own
+        return repo, None
+    fresh = _OpenRepo(repo, os.stat(repo.path).st_ino)
+    fresh.lock.acquire()
+    _REPOS.put(path, fresh)
+    return repo, fresh.lock
 
 
 def _ts(seconds: float) -> str:
@@ -151,15 +219,25 @@ def extract_work_context(worktree: str | os.PathLike[str], *, max_commits: int =
     """
     path = os.path.abspath(os.fspath(worktree))
     result = _empty(path)
-    errors: list[str] = []
     try:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no such directory: {path}")
-        repo = pygit2.Repository(path)
+        repo, lock = _acquire_repo(path)
     except Exception as exc:
         result["error"] = _describe(exc)
         return result
+    try:
+        _extract(repo, max_commits, result)
+    finally:
+        if lock is not None:
+            if "error" in result:
+                _REPOS.discard(path)  # the next call starts from a fresh open
+            lock.release()
+    return result
 
+
+def _extract(repo: pygit2.Repository, max_commits: int, result: dict[str, Any]) -> None:
+    errors: list[str] = []
     head: pygit2.Commit | None = None
     try:
         if not repo.head_is_unborn:
@@ -184,7 +262,6 @@ def extract_work_context(worktree: str | os.PathLike[str], *, max_commits: int =
 
     if errors:
         result["error"] = "; ".join(errors)
-    return result
 
 
 def _find_base(repo: pygit2.Repository) -> pygit2.Oid | None:
@@ -210,27 +287,7 @@ def _fill_history(
     if merge_base is not None and merge_base != head.id:
         diff = repo[merge_base].peel(pygit2.Tree).diff_to_tree(head.tree, context_lines=0)
         diff.find_similar(flags=DiffFind.FIND_RENAMES)
-        for position, delta in enumerate(diff.deltas):
-            deleted = delta.status == DeltaStatus.DELETED
-            file_path = delta.old_file.path if deleted else delta.new_file.path
-            key = (delta.old_file.id, delta.new_file.id, file_path)
-            stats = _NUMSTAT.get(key)
-            if stats is None:
-                # Only now is a patch (and so the blob contents) produced for this file.
-                patch = diff[position]
-                if patch is None or patch.delta.is_binary:
-                    stats = (0, 0)
-                else:
-                    _, additions, deletions = patch.line_stats
-                    stats = (additions, deletions)
-                _NUMSTAT.put(key, stats)
-            changes[file_path] = {
-                "path": file_path,
-                "additions": stats[0],
-                "deletions": stats[1],
-                "status": _STATUS_NAMES.get(delta.status, "modified"),
-                "last_modified": None,
-            }
+        _fill_numstat(repo, diff, changes)
 
     undated = set(changes)
     commits: list[dict[str, Any]] = []
@@ -266,6 +323,128 @@ def _fill_history(
     file_changes = sorted(changes.values(), key=lambda c: c["path"])
     file_changes.sort(key=lambda c: c["last_modified"], reverse=True)
     out["file_changes"] = file_changes
+
+
+def _fill_numstat(repo: pygit2.Repository, diff: pygit2.Diff, changes: dict[str, dict[str, Any]]) -> None:
+    """One ``file_changes`` entry per delta of ``diff`` into ``changes`` (numstat, binary = 0/0)."""
+    pending: list[tuple[int, pygit2.DiffDelta, str, dict[str, Any], tuple[Any, Any, str]]] = []
+    for position, delta in enumerate(diff.deltas):
+        status = delta.status_char()
+        old, new = delta.old_file, delta.new_file
+        file_path = old.path if status == "D" else new.path
+        key = (old.id, new.id, file_path)
+        stats = _NUMSTAT.get(key)
+        entry = {
+            "path": file_path,
+            "additions": stats[0] if stats else 0,
+            "deletions": stats[1] if stats else 0,
+            "status": _STATUS_NAMES.get(status, "modified"),
+            "last_modified": None,
+        }
+        changes[file_path] = entry
+        if stats is None:
+            pending.append((position, delta, status, entry, key))
+    if not pending:
+        return
+    paths = {p for _, d, _, _, _ in pending for p in (d.old_file.path, d.new_file.path)}
+    attributes = _attributes_may_apply(repo, paths)
+    read = repo.odb.read
+    for position, delta, status, entry, key in pending:
+        old, new = delta.old_file, delta.new_file
+        stats = None
+        # git takes the diff driver from the attributes for regular files only (symlinks are text).
+        if not (attributes and _REGULAR.intersection((old.mode, new.mode))):
+            # Each blob read once; binary and line counting as git does it. A submodule entry names a
+            # commit (usually not in this repository): libgit2's patch below renders it.
+            try:
+                before = (_BLOB, b"") if status == "A" else read(old.id)
+                after = (_BLOB, b"") if status == "D" else read(new.id)
+            except KeyError:
+                before = after = (0, b"")
+            if before[0] == _BLOB and after[0] == _BLOB:
+                stats = _buffer_numstat(before[1], after[1])
+        if stats is None:
+            # libgit2's own patch: it applies the path's diff driver (``binary``, ``-diff``) from the
+            # gitattributes, and renders submodule entries as ``Subproject commit`` lines.
+            patch = diff[position]
+            if patch is None or patch.delta.is_binary:
+                stats = (0, 0)
+            else:
+                _, additions, deletions = patch.line_stats
+                stats = (additions, deletions)
+        _NUMSTAT.put(key, stats)
+        entry["additions"], entry["deletions"] = stats
+
+
+def _line_count(data: bytes) -> int:
+    """Lines of ``data`` as a diff counts them (a last line without a newline counts)."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _buffer_numstat(before: bytes, after: bytes) -> tuple[int, int]:
+    """``(additions, deletions)`` between two blob contents, as ``git diff --numstat`` counts them.
+
+    Binary — a NUL byte in the first 8000 bytes of either side, git's and libgit2's rule without
+    attributes — counts 0/0. A one-sided change counts the lines of the present side; otherwise libgit2's
+    xdiff compares the buffers (no context lines, so the counts are those of the minimal hunks).
+    """
+    if b"\0" in before[:_BINARY_PROBE] or b"\0" in after[:_BINARY_PROBE]:
+        return (0, 0)
+    if not before:
+        return (_line_count(after), 0)
+    if not after:
+        return (0, _line_count(before))
+    if before == after:
+        return (0, 0)
+    _, additions, deletions = pygit2.Patch.create_from(
+        before, after, context_lines=0, interhunk_lines=0
+    ).line_stats
+    return (additions, deletions)
+
+
+def _attributes_may_apply(repo: pygit2.Repository, paths: Iterable[str]) -> bool:
+    """Whether a gitattributes file could set the diff driver of a path in the diff.
+
+    The files libgit2 consults for a diff: the system ``gitattributes``, ``core.attributesFile`` or else
+    ``$XDG_CONFIG_HOME/git/attributes`` (both looked at), ``info/attributes`` of the git directory and of
+    the common one, and ``.gitattributes`` in the worktree (or, if absent there, in the index) in the root
+    and every directory holding a path of the diff. A few ``stat`` calls; any doubt counts as "may apply".
+    """
+    try:
+        candidates: list[str] = []
+        system = pygit2.settings.search_path[ConfigLevel.SYSTEM]
+        candidates += [os.path.join(d, "gitattributes") for d in system.split(os.pathsep) if d]
+        config = repo.config  # pygit2's Config has no get()
+        configured = config["core.attributesFile"] if "core.attributesFile" in config else None  # noqa: SIM401
+        if configured:
+            candidates.append(os.path.expanduser(str(configured)))
+        xdg = pygit2.settings.search_path[ConfigLevel.XDG]
+        candidates += [os.path.join(d, "attributes") for d in xdg.split(os.pathsep) if d]
+        gitdir = repo.path
+        candidates.append(os.path.join(gitdir, "info", "attributes"))
+        common = os.path.join(gitdir, "commondir")
+        if os.path.isfile(common):
+            with open(common, encoding="utf-8") as fh:
+                candidates.append(os.path.join(gitdir, fh.read().strip(), "info", "attributes"))
+        if any(os.path.exists(c) for c in candidates):
+            return True
+        if repo.is_bare or repo.workdir is None:
+            return True
+        directories = {""}
+        for rel in paths:
+            parent = posixpath.dirname(rel)
+            while parent and parent not in directories:
+                directories.add(parent)
+                parent = posixpath.dirname(parent)
+        index = repo.index
+        index.read(False)  # reloads only when the file changed since the last read
+        for directory in directories:
+            rel = posixpath.join(directory, ".gitattributes") if directory else ".gitattributes"
+            if os.path.lexists(os.path.join(repo.workdir, rel)) or rel in index:
+                return True
+    except Exception:
+        return True
+    return False
 
 
 def _subject(message: str) -> str:
