@@ -5,6 +5,8 @@ In a temp git repository with a running daemon:
 * the median wall time of a one-RPC command (``thrum daemon status --json``,
   which dials the socket and calls ``health``) over ``--runs`` runs, against
   ``python -c "import click"`` in the same venv; target ratio ≤ 1.2;
+* the same for the commands agents run most, ``thrum send`` and ``thrum
+  inbox`` (as an unnamed agent, whose id the CLI computes), for information;
 * "daemon start → healthy": the wall time of ``thrum daemon start`` (spawn,
   boot, first ``health`` answer), median over ``--starts`` start/stop cycles;
   target ≤ 0.5 s;
@@ -38,6 +40,10 @@ from typing import Any
 BIN = Path(sys.executable).parent
 THRUM = str(BIN / "thrum")
 ONE_RPC = ["daemon", "status", "--json"]
+AGENT_COMMANDS = {
+    "send": ["send", "bench message", "--to", "@bench", "--json"],
+    "inbox": ["inbox", "--json"],
+}
 
 
 PYCACHE = Path(tempfile.gettempdir()) / "thrum-bench-pycache"
@@ -187,10 +193,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 starts.append(time.perf_counter() - t0)
                 run([THRUM, "daemon", "stop"], repo)
             started = json.loads(run([THRUM, "daemon", "start", "--json"], repo).stdout)
+            run([THRUM, "quickstart", "--role", "bench", "--module", "cli", "--no-init"], repo)
 
             cli_times, cli_cpu = timed([THRUM, *ONE_RPC], repo, args.runs)
             click_times, click_cpu = timed([sys.executable, "-c", "import click"], repo, args.runs)
             bare_times, bare_cpu = timed([sys.executable, "-c", "pass"], repo, args.runs)
+            agent_times = {
+                name: timed([THRUM, *cmd], repo, args.runs) for name, cmd in AGENT_COMMANDS.items()
+            }
             status = json.loads(run([THRUM, *ONE_RPC], repo).stdout)
             assert status["running"], status
 
@@ -209,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"ratio thrum / import click     {cli_med / click_med:7.2f}x (wall)  "
                 f"{med(cli_cpu) / med(click_cpu):5.2f}x (cpu)   target <= 1.2x"
             )
+            for name, (wall, cpu) in agent_times.items():
+                print(
+                    f"thrum {name:<24} median {ms(med(wall))}   median {ms(med(cpu))}  "
+                    f"(ratio {med(wall) / click_med:.2f}x wall, {med(cpu) / med(click_cpu):.2f}x cpu)"
+                )
             print(
                 f"daemon start -> healthy        median {ms(statistics.median(starts))}  "
                 f"(min {ms(min(starts))}, max {ms(max(starts))}, {len(starts)} starts; target <= 500 ms)"

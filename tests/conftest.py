@@ -1,9 +1,13 @@
 """Shared pytest set-up: thrum's own fixtures (``thrum_core.testing``).
 
 Tests create git commits (directly and through subprocesses); a fresh machine
-may have no git identity configured, so give every process one.
+may have no git identity configured, so give every process one.  A suite run
+from inside an AI coding tool must not let ``thrum`` detect that tool (and,
+say, write its runtime files into test repositories): the tools' detection
+variables are removed from the environment of the whole run.
 """
 
+import importlib
 import os
 import sys
 
@@ -21,5 +25,10 @@ for _key, _value in {
     "GIT_COMMITTER_EMAIL": "tests@thrum.invalid",
 }.items():
     os.environ.setdefault(_key, _value)
+
+for _module in ("amp", "auggie", "claude", "cli_only", "codex", "cursor", "gemini", "opencode"):
+    _preset = importlib.import_module(f"thrum_plugins.runtimes.{_module}").PRESET
+    for _key in (*_preset.env_vars, *_preset.ide_env_vars):
+        os.environ.pop(_key, None)
 
 pytest_plugins = ["thrum_core.testing"]

@@ -22,12 +22,10 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thrum_core.errors import INVALID_PARAMS, PERMISSION, ThrumError
-from thrum_core.fsutil import atomic_write_json, ensure_dir
 from thrum_core.names import is_safe_path_component, safe_child, validate_agent_id
 
 __all__ = [
@@ -70,14 +68,79 @@ _AGENT_KEYS = ("kind", "name", "role", "module", "display")
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
-@dataclass(frozen=True)
-class IdentityFile:
+class _Record:
+    """An immutable record: fields set once in ``__init__``; equality, hash and repr by field.
+
+    Hand-written rather than a frozen dataclass: importing :mod:`dataclasses`
+    and generating the classes' methods cost every CLI command that resolves
+    its caller over two milliseconds.  Assigning a field raises
+    :class:`AttributeError`, as it does on a frozen dataclass.
+    """
+
+    __slots__ = ()
+    #: The fields, in order; those also in ``_NO_REPR`` are left out of ``repr``.
+    _FIELDS: tuple[str, ...] = ()
+    _NO_REPR: tuple[str, ...] = ()
+
+    def _set(self, **values: Any) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._FIELDS if name not in self._NO_REPR
+        )
+        return f"{type(self).__qualname__}({fields})"
+
+
+class IdentityFile(_Record):
     """One identity file as read, normalised (SPEC §5.5 reading rules).
 
     ``raw`` is the parsed JSON exactly as found (used to preserve unknown keys
     on rewrite).  ``name`` is ``None`` for an unnamed agent, whose
     ``agent_id`` is then derived from ``repo_id``, ``role`` and ``module``.
     """
+
+    _FIELDS = (
+        "path",
+        "agent_id",
+        "name",
+        "kind",
+        "role",
+        "module",
+        "display",
+        "repo_id",
+        "worktree",
+        "version",
+        "agent_pid",
+        "session_id",
+        "branch",
+        "intent",
+        "agent_status",
+        "agent_status_updated_at",
+        "updated_at",
+        "raw",
+    )
+    _NO_REPR = ("raw",)
+    __slots__ = _FIELDS
 
     path: Path
     agent_id: str
@@ -89,18 +152,59 @@ class IdentityFile:
     repo_id: str
     worktree: str
     version: int
-    agent_pid: int | None = None
-    session_id: str | None = None
-    branch: str | None = None
-    intent: str | None = None
-    agent_status: str | None = None
-    agent_status_updated_at: str | None = None
-    updated_at: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    agent_pid: int | None
+    session_id: str | None
+    branch: str | None
+    intent: str | None
+    agent_status: str | None
+    agent_status_updated_at: str | None
+    updated_at: str | None
+    raw: Mapping[str, Any]
+
+    def __init__(
+        self,
+        path: Path,
+        agent_id: str,
+        name: str | None,
+        kind: str,
+        role: str,
+        module: str,
+        display: str,
+        repo_id: str,
+        worktree: str,
+        version: int,
+        agent_pid: int | None = None,
+        session_id: str | None = None,
+        branch: str | None = None,
+        intent: str | None = None,
+        agent_status: str | None = None,
+        agent_status_updated_at: str | None = None,
+        updated_at: str | None = None,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._set(
+            path=path,
+            agent_id=agent_id,
+            name=name,
+            kind=kind,
+            role=role,
+            module=module,
+            display=display,
+            repo_id=repo_id,
+            worktree=worktree,
+            version=version,
+            agent_pid=agent_pid,
+            session_id=session_id,
+            branch=branch,
+            intent=intent,
+            agent_status=agent_status,
+            agent_status_updated_at=agent_status_updated_at,
+            updated_at=updated_at,
+            raw={} if raw is None else raw,
+        )
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(_Record):
     """The identity the CLI acts as.
 
     ``source`` says how it was chosen: ``env`` (``THRUM_NAME``), ``flag``
@@ -108,6 +212,20 @@ class Identity:
     process) or ``agent_id_env`` (``THRUM_AGENT_ID``).  ``file`` is the
     identity file the fields came from, when there is one.
     """
+
+    _FIELDS = (
+        "agent_id",
+        "name",
+        "kind",
+        "role",
+        "module",
+        "display",
+        "repo_id",
+        "worktree",
+        "source",
+        "file",
+    )
+    __slots__ = _FIELDS
 
     agent_id: str
     name: str | None
@@ -118,7 +236,33 @@ class Identity:
     repo_id: str | None
     worktree: str | None
     source: str
-    file: IdentityFile | None = None
+    file: IdentityFile | None
+
+    def __init__(
+        self,
+        agent_id: str,
+        name: str | None,
+        kind: str,
+        role: str | None,
+        module: str | None,
+        display: str | None,
+        repo_id: str | None,
+        worktree: str | None,
+        source: str,
+        file: IdentityFile | None = None,
+    ) -> None:
+        self._set(
+            agent_id=agent_id,
+            name=name,
+            kind=kind,
+            role=role,
+            module=module,
+            display=display,
+            repo_id=repo_id,
+            worktree=worktree,
+            source=source,
+            file=file,
+        )
 
     @property
     def identity_file(self) -> Path | None:
@@ -132,6 +276,12 @@ class Identity:
 
 
 # ---------------------------------------------------------------------------------------- reading
+
+
+def _decode(data: bytes) -> str:
+    # UTF-8 with an optional byte-order mark, without the "utf-8-sig" codec
+    # (a module of its own, imported on first use).
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
 
 
 def _str(value: Any) -> str:
@@ -165,7 +315,7 @@ def read_identity_file(path: Path) -> IdentityFile | None:
     unset ``agent_status_updated_at``.
     """
     try:
-        raw = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+        raw = json.loads(_decode(Path(path).read_bytes()))
     except (OSError, ValueError):
         return None
     if not isinstance(raw, dict):
@@ -291,11 +441,13 @@ def write_identity_file(
     now.  The id is validated before anything is written.
     """
     identity_file_path(identities_dir, agent_id)  # validates the id before anything is created
+    from thrum_core.fsutil import atomic_write_json, ensure_dir
+
     ensure_dir(identities_dir, 0o700)
     path = identity_file_path(identities_dir, agent_id)
     existing: dict[str, Any] = {}
     try:
-        loaded = json.loads(path.read_bytes().decode("utf-8-sig"))
+        loaded = json.loads(_decode(path.read_bytes()))
         if isinstance(loaded, dict):
             existing = loaded
     except (OSError, ValueError):

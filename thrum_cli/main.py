@@ -27,7 +27,7 @@ from thrum_cli import index, output
 from thrum_cli.state import CliState, PrescanError, get_state, prescan, set_state
 from thrum_core.errors import INTERNAL_ERROR, INVALID_PARAMS, ThrumError
 
-__all__ = ["ThrumGroup", "accept_identity_flags", "cli", "main"]
+__all__ = ["ThrumGroup", "accept_identity_flags", "cli", "exit_now", "main", "preset_help_option"]
 
 PROG_NAME = "thrum"
 COMPLETE_VAR = "_THRUM_COMPLETE"
@@ -109,7 +109,7 @@ class ThrumGroup(click.Group):
                 self.load_all()
                 command = self.commands.get(cmd_name)
         if command is not None:
-            accept_identity_flags(command)
+            accept_identity_flags(command, ctx.help_option_names)
         return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -148,6 +148,7 @@ class ThrumGroup(click.Group):
             )
             return 1
         set_state(state)
+        preset_help_option(self)
         if state.verbose:
             import logging
 
@@ -227,6 +228,16 @@ _IDENTITY_FLAGS = {
 }
 _IDENTITY_PARAMS = {param: flag[2:] for flag, param in _IDENTITY_FLAGS.items()}
 _FLAGS_ADDED = "_thrum_identity_flags"
+#: The root's help option names (its ``context_settings``); subcommands inherit them.
+HELP_OPTION_NAMES = ("-h", "--help")
+#: click's own help text for the help option.
+_HELP_TEXT = "Show this message and exit."
+
+# Option objects keep no per-command state (the context carries the values), so
+# one hidden option per identity flag, and one help option per set of names, is
+# shared by every command: building click options is a large part of a
+# command's run time.
+_shared_options: dict[tuple[str, ...], click.Option] = {}
 
 
 def _set_global_identity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -235,26 +246,72 @@ def _set_global_identity(ctx: click.Context, param: click.Parameter, value: Any)
     return value
 
 
-def accept_identity_flags(command: click.Command) -> None:
+def _identity_option(flag: str) -> click.Option:
+    key = (flag, _IDENTITY_FLAGS[flag])
+    option = _shared_options.get(key)
+    if option is None:
+        option = _shared_options[key] = click.Option(
+            list(key), expose_value=False, hidden=True, callback=_set_global_identity
+        )
+    return option
+
+
+def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # What click's own help option does.
+    if value and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+def preset_help_option(command: click.Command, inherited: Sequence[str] = HELP_OPTION_NAMES) -> Sequence[str]:
+    """Give ``command`` its ``--help`` option now, without gettext; return the help names it passes on.
+
+    click builds a command's help option on first use, translating its help
+    text through :mod:`gettext`, whose first lookup imports :mod:`locale` (about
+    a millisecond, for a text no catalog translates).  The option built here
+    is the same (same names, computed as click does from the names the command
+    inherits minus those its parameters take; same text; same behaviour), and
+    click's own checks (``add_help_option``) still apply when it is used.  With
+    a click that does not cache the option (``_help_option``) nothing is done.
+    """
+    names = tuple(command.context_settings.get("help_option_names", inherited))
+    if not command.add_help_option or getattr(command, "_help_option", False) is not None:
+        return names
+    taken = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    free = tuple(name for name in dict.fromkeys(names) if name not in taken)
+    if free:
+        option = _shared_options.get(free)
+        if option is None:
+            option = _shared_options[free] = click.Option(
+                [*free, "thrum_help"],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,
+                help=_HELP_TEXT,
+                callback=_show_help,
+            )
+        command._help_option = option
+    return names
+
+
+def accept_identity_flags(command: click.Command, help_names: Sequence[str] = HELP_OPTION_NAMES) -> None:
     """Let ``--name``/``--role``/``--module`` follow ``command`` (and, for a group, its subcommands).
 
     A flag the command defines itself keeps the command's meaning. Hidden options are added once per
-    command object; they set the same global state as the root options.
+    command object; they set the same global state as the root options.  The help option is
+    prepared too (:func:`preset_help_option`; ``help_names`` are the names the command inherits).
     """
     if getattr(command, _FLAGS_ADDED, False):
         return
     setattr(command, _FLAGS_ADDED, True)
     taken = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
-    for flag, param_name in _IDENTITY_FLAGS.items():
+    for flag in _IDENTITY_FLAGS:
         if flag not in taken:
-            command.params.append(
-                click.Option(
-                    [flag, param_name], expose_value=False, hidden=True, callback=_set_global_identity
-                )
-            )
+            command.params.append(_identity_option(flag))
+    names = preset_help_option(command, help_names)
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            accept_identity_flags(sub)
+            accept_identity_flags(sub, names)
 
 
 def _global_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -292,5 +349,52 @@ def cli() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point (``thrum``)."""
-    cli.main(args=argv, prog_name=PROG_NAME)
+    """Console-script entry point (``thrum``).
+
+    Called without ``argv`` (the ``thrum`` executable, ``python -m thrum_cli``)
+    it is the process's entry, and a finished built-in command ends the
+    process at once (:func:`exit_now`).  Callers that pass ``argv`` (tests,
+    wrappers) get the usual :class:`SystemExit`.
+    """
+    if argv is not None:
+        cli.main(args=argv, prog_name=PROG_NAME)
+        return
+    try:
+        cli.main(prog_name=PROG_NAME)
+    except SystemExit as exc:
+        exit_now(exc.code)
+        raise
+
+
+def exit_now(code: object) -> None:
+    """End the process with status ``code`` without tearing the interpreter down, when that is safe.
+
+    Python's shutdown (joining threads, ``atexit`` callbacks, collecting and
+    freeing every object and module) takes a one-RPC command about as long as
+    all of thrum's own work; the command's output is complete by then, so the
+    process flushes stdout and stderr and leaves with :func:`os._exit`.  It
+    does so only when nothing depends on the teardown: no ``atexit`` callback
+    is registered (``logging``, ``weakref.finalize``, coverage and the like
+    register one), no other thread runs, no third-party command was loaded
+    (plugin code may leave files for the garbage collector to close), Python
+    was not asked to go interactive (``-i``), and the status is an integer.
+    Otherwise, or if flushing fails, it returns and the caller exits normally.
+    """
+    import atexit
+
+    if code is None:
+        code = 0
+    if not isinstance(code, int) or isinstance(code, bool) or sys.flags.inspect:
+        return
+    if cli._loaded_all or getattr(atexit, "_ncallbacks", lambda: 1)() != 0:
+        return
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except Exception:  # closed, broken or replaced streams: Python's own shutdown reports it
+        return
+    os._exit(code & 0xFF)

@@ -120,7 +120,8 @@ def read_json(path: str | os.PathLike[str]) -> Any | None:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         return None
-    return json.loads(raw.decode("utf-8-sig"))
+    # Stripped by hand: the "utf-8-sig" codec is a module of its own.
+    return json.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
 
 
 def ensure_dir(path: str | os.PathLike[str], mode: int = 0o755) -> Path:

@@ -14,22 +14,20 @@ from the CLI.  The rules are SPEC §5.3 and §14:
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import socket
 import stat
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from thrum_core.errors import ThrumError
-from thrum_core.fsutil import atomic_write_json, ensure_dir
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from thrum_core.paths import ThrumPaths
 
 __all__ = [
@@ -144,18 +142,46 @@ class DaemonLock:
             os.close(fd)
 
 
-class PidInfo(NamedTuple):
+class PidInfo:
     """Content of ``var/thrum.pid`` (SPEC §5.3).
 
     A legacy file holding only a decimal PID gives ``PidInfo(pid)`` with the
-    other fields ``None``.
+    other fields ``None``.  A plain class (equal by value) rather than a
+    ``NamedTuple``, whose class creation costs every CLI command start-up time.
     """
 
-    pid: int
-    repo_path: str | None = None
-    started_at: str | None = None
-    socket_path: str | None = None
-    version: str | None = None
+    __slots__ = ("pid", "repo_path", "socket_path", "started_at", "version")
+
+    def __init__(
+        self,
+        pid: int,
+        repo_path: str | None = None,
+        started_at: str | None = None,
+        socket_path: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.pid = pid
+        self.repo_path = repo_path
+        self.started_at = started_at
+        self.socket_path = socket_path
+        self.version = version
+
+    def _key(self) -> tuple[int, str | None, str | None, str | None, str | None]:
+        return (self.pid, self.repo_path, self.started_at, self.socket_path, self.version)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PidInfo):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"PidInfo(pid={self.pid!r}, repo_path={self.repo_path!r}, started_at={self.started_at!r}, "
+            f"socket_path={self.socket_path!r}, version={self.version!r})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON object written to the pid file, in the SPEC's field order."""
@@ -170,6 +196,8 @@ class PidInfo(NamedTuple):
 
 def write_pid_file(path: str | os.PathLike[str], info: PidInfo) -> None:
     """Write ``info`` to ``path`` atomically (any existing pid file is replaced)."""
+    from thrum_core.fsutil import atomic_write_json
+
     atomic_write_json(path, info.to_json(), mode=0o644)
 
 
@@ -187,11 +215,14 @@ def read_pid_file(path: str | os.PathLike[str]) -> PidInfo | None:
     String fields of the wrong type are read as ``None``.
     """
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except OSError:
         return None
+    # A byte-order mark is tolerated; stripped by hand, since the "utf-8-sig"
+    # codec is a module of its own that every CLI command would import.
     try:
-        text = raw.decode("utf-8-sig").strip()
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8").strip()
     except UnicodeDecodeError:
         return None
     if text.isascii() and text.isdigit() and len(text) <= 20:
@@ -254,7 +285,9 @@ def socket_answers(path: str | os.PathLike[str], timeout: float = 0.5) -> bool:
 
     Nothing is sent: the connection is closed as soon as it is established.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(os.fspath(path))
@@ -268,6 +301,8 @@ def socket_answers(path: str | os.PathLike[str], timeout: float = 0.5) -> bool:
 
 def ensure_var_dir(paths: ThrumPaths) -> Path:
     """Create the effective ``var/`` directory with mode 0700 (tightened if it exists)."""
+    from thrum_core.fsutil import ensure_dir
+
     var = ensure_dir(paths.var_dir, 0o700)
     if stat.S_IMODE(var.stat().st_mode) != 0o700:
         os.chmod(var, 0o700)
@@ -311,8 +346,10 @@ def cleanup_stale(paths: ThrumPaths) -> bool:
         for sock_path in sockets:
             _unlink_socket(sock_path)
         for stale in (paths.pid_file, paths.ws_port_file):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 stale.unlink()
+            except FileNotFoundError:
+                pass
     finally:
         lock.release()
     return True

@@ -22,10 +22,8 @@ import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from thrum_core.errors import NotInitialized, ThrumError
-from thrum_core.lifecycle import read_pid_file
 
 __all__ = [
     "MAX_SOCKET_PATH_BYTES",
@@ -69,7 +67,11 @@ def find_git_worktree_root(start: Path) -> Path | None:
     ``gitdir: ``; anything else is skipped, as git does.  ``None`` when no
     ancestor qualifies.
     """
-    here = Path(start).expanduser().resolve()
+    return _worktree_of_resolved(Path(start).expanduser().resolve())
+
+
+def _worktree_of_resolved(here: Path) -> Path | None:
+    """:func:`find_git_worktree_root` for an already resolved path."""
     for candidate in (here, *here.parents):
         if _is_git_marker(candidate / ".git"):
             return candidate
@@ -89,10 +91,20 @@ def git_common_dir(worktree_root: Path) -> Path:
     names the common dir, else X is it.  Raises :class:`ThrumError` when the
     ``.git`` entry is missing or malformed.
     """
-    root = Path(worktree_root).expanduser().resolve()
+    return _common_dir_of_resolved(Path(worktree_root).expanduser().resolve())
+
+
+def _common_dir_of_resolved(root: Path) -> Path:
+    """:func:`git_common_dir` for an already resolved worktree root."""
     dot_git = root / ".git"
-    if dot_git.is_dir():
-        return dot_git.resolve()
+    try:
+        st = os.lstat(dot_git)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return dot_git  # a real directory under a resolved root: resolved already
+    if st is not None and stat.S_ISLNK(st.st_mode) and dot_git.is_dir():
+        return dot_git.resolve()  # a symlink to a directory
     try:
         content = _read_one_line(dot_git)
     except FileNotFoundError:
@@ -331,9 +343,36 @@ def read_origin_url(
 # ------------------------------------------------------------------ discovery
 
 
-def _require_git_worktree(root: Path, how: str) -> None:
-    if find_git_worktree_root(root) is None:
+def _require_git_worktree(root: Path, how: str) -> Path:
+    """The git worktree holding the resolved ``root``, or :class:`NotInitialized` naming ``how``."""
+    worktree = _worktree_of_resolved(root)
+    if worktree is None:
         raise NotInitialized(f"{root} ({how}) is not inside a git repository; thrum needs one (run git init)")
+    return worktree
+
+
+def _locate(
+    cwd: Path, repo_flag: str | os.PathLike[str] | None, environ: Mapping[str, str] | None
+) -> tuple[Path, Path]:
+    """:func:`find_repo_root` plus the git worktree holding the root (both resolved)."""
+    env = os.environ if environ is None else environ
+    base = Path(cwd).expanduser()
+    if repo_flag is not None and os.fspath(repo_flag) != "":
+        root = (base / Path(repo_flag).expanduser()).resolve()
+        if not root.is_dir():
+            raise NotInitialized(f"--repo {os.fspath(repo_flag)}: no such directory")
+        return root, _require_git_worktree(root, "--repo")
+    here = base.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / THRUM_DIR_NAME).is_dir():
+            return candidate, _require_git_worktree(candidate, "found from the current directory")
+    home = env.get("THRUM_HOME", "")
+    if home:
+        root = Path(home).expanduser().resolve()
+        if not root.is_dir():
+            raise NotInitialized(f"THRUM_HOME={home}: no such directory")
+        return root, _require_git_worktree(root, "THRUM_HOME")
+    raise NotInitialized()
 
 
 def find_repo_root(
@@ -348,34 +387,18 @@ def find_repo_root(
     and be inside a git worktree; every failure raises :class:`NotInitialized`
     with a message saying which source was used.
     """
-    env = os.environ if environ is None else environ
-    base = Path(cwd).expanduser()
-    if repo_flag is not None and os.fspath(repo_flag) != "":
-        root = (base / Path(repo_flag).expanduser()).resolve()
-        if not root.is_dir():
-            raise NotInitialized(f"--repo {os.fspath(repo_flag)}: no such directory")
-        _require_git_worktree(root, "--repo")
-        return root
-    here = base.resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / THRUM_DIR_NAME).is_dir():
-            _require_git_worktree(candidate, "found from the current directory")
-            return candidate
-    home = env.get("THRUM_HOME", "")
-    if home:
-        root = Path(home).expanduser().resolve()
-        if not root.is_dir():
-            raise NotInitialized(f"THRUM_HOME={home}: no such directory")
-        _require_git_worktree(root, "THRUM_HOME")
-        return root
-    raise NotInitialized()
+    return _locate(cwd, repo_flag, environ)[0]
 
 
 def _resolve_redirect(local_thrum_dir: Path) -> Path | None:
     """Return the redirect target of ``local_thrum_dir``, or ``None`` without a redirect."""
     redirect = local_thrum_dir / "redirect"
-    if not (redirect.exists() or redirect.is_symlink()):
+    try:
+        os.lstat(redirect)  # a dangling symlink counts: reading it reports the problem
+    except FileNotFoundError:
         return None
+    except OSError:
+        pass
     try:
         content = redirect.read_text("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
@@ -398,45 +421,144 @@ def _resolve_redirect(local_thrum_dir: Path) -> Path | None:
     return target
 
 
-class ThrumPaths(NamedTuple):
+class ThrumPaths:
     """Every path thrum uses for one repository root (SPEC §5.1-5.3, §5.8, §8.1).
 
-    A ``NamedTuple`` rather than a dataclass: the CLI builds one for every
-    command, and ``dataclasses`` (which imports ``inspect``) costs it
-    milliseconds of start-up.
+    Four paths are found on disk (:attr:`root`, :attr:`local_thrum_dir`,
+    :attr:`thrum_dir`, :attr:`git_common_dir`); the others are properties
+    derived from them.  A plain class rather than a ``NamedTuple`` or a
+    dataclass: the CLI builds one for every command, and creating either kind
+    of class (or all the derived paths up front) costs it start-up time.
+    Instances compare equal, and hash, by those four paths.
 
     Build it with :meth:`for_root` or :meth:`discover`; nothing is created on
     disk.  Runtime files live in the *effective* thrum dir's ``var/`` (shared by
     all worktrees redirected to it); identities stay in the *local* one.
     """
 
-    root: Path
-    local_thrum_dir: Path
-    thrum_dir: Path
-    main_root: Path
-    var_dir: Path
-    default_socket_path: Path
-    pid_file: Path
-    lock_file: Path
-    log_file: Path
-    db_path: Path
-    ws_port_file: Path
-    sync_lock_file: Path
-    peers_file: Path
-    torn_dir: Path
-    migrated_file: Path
-    config_file: Path
-    identities_dir: Path
-    context_dir: Path
-    role_templates_dir: Path
-    backup_dir_default: Path
-    git_common_dir: Path
-    sync_dir: Path
+    __slots__ = ("git_common_dir", "local_thrum_dir", "root", "thrum_dir")
+
+    def __init__(self, root: Path, local_thrum_dir: Path, thrum_dir: Path, git_common_dir: Path) -> None:
+        #: The worktree thrum acts for.
+        self.root = root
+        #: ``<root>/.thrum``: identities (never redirected).
+        self.local_thrum_dir = local_thrum_dir
+        #: The effective thrum dir: the redirect target in a feature worktree, else the local one.
+        self.thrum_dir = thrum_dir
+        #: What ``git rev-parse --git-common-dir`` prints, resolved.
+        self.git_common_dir = git_common_dir
+
+    def _key(self) -> tuple[Path, Path, Path, Path]:
+        return (self.root, self.local_thrum_dir, self.thrum_dir, self.git_common_dir)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ThrumPaths):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"ThrumPaths(root={self.root!r}, local_thrum_dir={self.local_thrum_dir!r}, "
+            f"thrum_dir={self.thrum_dir!r}, git_common_dir={self.git_common_dir!r})"
+        )
 
     @property
     def redirected(self) -> bool:
         """Whether this root uses another worktree's ``.thrum`` through ``redirect``."""
         return self.thrum_dir != self.local_thrum_dir
+
+    @property
+    def main_root(self) -> Path:
+        """The main worktree: the parent of the effective thrum dir."""
+        return self.thrum_dir.parent
+
+    @property
+    def var_dir(self) -> Path:
+        """``<thrum dir>/var``: runtime files (socket, pid, lock, log, database)."""
+        return self.thrum_dir / "var"
+
+    @property
+    def default_socket_path(self) -> Path:
+        """``var/thrum.sock`` (see :func:`daemon_socket_path` for long paths)."""
+        return self.var_dir / "thrum.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        """``var/thrum.pid``."""
+        return self.var_dir / "thrum.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        """``var/thrum.lock``."""
+        return self.var_dir / "thrum.lock"
+
+    @property
+    def log_file(self) -> Path:
+        """``var/daemon.log``."""
+        return self.var_dir / "daemon.log"
+
+    @property
+    def db_path(self) -> Path:
+        """``var/messages.db``."""
+        return self.var_dir / "messages.db"
+
+    @property
+    def ws_port_file(self) -> Path:
+        """``var/ws.port``."""
+        return self.var_dir / "ws.port"
+
+    @property
+    def sync_lock_file(self) -> Path:
+        """``var/sync.lock``."""
+        return self.var_dir / "sync.lock"
+
+    @property
+    def peers_file(self) -> Path:
+        """``var/peers.json``."""
+        return self.var_dir / "peers.json"
+
+    @property
+    def torn_dir(self) -> Path:
+        """``var/torn``."""
+        return self.var_dir / "torn"
+
+    @property
+    def migrated_file(self) -> Path:
+        """``var/migrated.json``."""
+        return self.var_dir / "migrated.json"
+
+    @property
+    def config_file(self) -> Path:
+        """``<thrum dir>/config.json``."""
+        return self.thrum_dir / "config.json"
+
+    @property
+    def identities_dir(self) -> Path:
+        """``<local thrum dir>/identities``."""
+        return self.local_thrum_dir / "identities"
+
+    @property
+    def context_dir(self) -> Path:
+        """``<thrum dir>/context``."""
+        return self.thrum_dir / "context"
+
+    @property
+    def role_templates_dir(self) -> Path:
+        """``<thrum dir>/role_templates``."""
+        return self.thrum_dir / "role_templates"
+
+    @property
+    def backup_dir_default(self) -> Path:
+        """``<thrum dir>/backup``."""
+        return self.thrum_dir / "backup"
+
+    @property
+    def sync_dir(self) -> Path:
+        """``<git common dir>/thrum-sync/a-sync``."""
+        return self.git_common_dir / "thrum-sync" / "a-sync"
 
     @classmethod
     def for_root(cls, root: Path) -> ThrumPaths:
@@ -448,37 +570,16 @@ class ThrumPaths(NamedTuple):
         directory, or a target that redirects again).
         """
         root = Path(root).expanduser().resolve()
-        worktree = find_git_worktree_root(root)
+        worktree = _worktree_of_resolved(root)
         if worktree is None:
             raise NotInitialized(f"{root} is not inside a git repository; thrum needs one (run git init)")
-        common = git_common_dir(worktree)
+        return cls._build(root, worktree)
+
+    @classmethod
+    def _build(cls, root: Path, worktree: Path) -> ThrumPaths:
+        common = _common_dir_of_resolved(worktree)
         local = root / THRUM_DIR_NAME
-        effective = _resolve_redirect(local) or local
-        var = effective / "var"
-        return cls(
-            root=root,
-            local_thrum_dir=local,
-            thrum_dir=effective,
-            main_root=effective.parent,
-            var_dir=var,
-            default_socket_path=var / "thrum.sock",
-            pid_file=var / "thrum.pid",
-            lock_file=var / "thrum.lock",
-            log_file=var / "daemon.log",
-            db_path=var / "messages.db",
-            ws_port_file=var / "ws.port",
-            sync_lock_file=var / "sync.lock",
-            peers_file=var / "peers.json",
-            torn_dir=var / "torn",
-            migrated_file=var / "migrated.json",
-            config_file=effective / "config.json",
-            identities_dir=local / "identities",
-            context_dir=effective / "context",
-            role_templates_dir=effective / "role_templates",
-            backup_dir_default=effective / "backup",
-            git_common_dir=common,
-            sync_dir=common / "thrum-sync" / "a-sync",
-        )
+        return cls(root, local, _resolve_redirect(local) or local, common)
 
     @classmethod
     def discover(
@@ -488,7 +589,7 @@ class ThrumPaths(NamedTuple):
         environ: Mapping[str, str] | None = None,
     ) -> ThrumPaths:
         """:func:`find_repo_root` (``cwd`` defaults to the process cwd) then :meth:`for_root`."""
-        return cls.for_root(find_repo_root(Path.cwd() if cwd is None else cwd, repo_flag, environ))
+        return cls._build(*_locate(Path.cwd() if cwd is None else cwd, repo_flag, environ))
 
 
 # -------------------------------------------------------------------- sockets
@@ -533,6 +634,8 @@ def client_socket_path(paths: ThrumPaths, environ: Mapping[str, str] | None = No
     explicit = env.get("THRUM_SOCKET", "")
     if explicit:
         return Path(explicit).expanduser()
+    from thrum_core.lifecycle import read_pid_file
+
     info = read_pid_file(paths.pid_file)
     if info is not None and info.socket_path and os.path.isabs(info.socket_path):
         return Path(info.socket_path)

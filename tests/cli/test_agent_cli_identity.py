@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from thrum_cli.identity import (
+    Identity,
     find_identity_file,
     list_identity_files,
     read_identity_file,
@@ -230,3 +231,25 @@ def test_find_identity_file_by_agent_name(tmp_path: Path) -> None:
     assert found is not None and found.path.name == "oddly_named.json"
     shutil.rmtree(directory)
     assert find_identity_file(directory, "realname") is None
+
+
+def test_identity_records_are_immutable_values(tmp_path: Path) -> None:
+    """``IdentityFile`` and ``Identity`` behave as frozen records: equal by value, no assignment."""
+    path = write_raw(
+        tmp_path,
+        "ann.json",
+        {
+            "version": 5,
+            "repo_id": "r_X",
+            "agent": {"kind": "agent", "name": "ann", "role": "dev", "module": "m"},
+        },
+    )
+    first, second = read_identity_file(path), read_identity_file(path)
+    assert first is not None and first == second
+    assert first.raw["repo_id"] == "r_X" and "raw=" not in repr(first)
+    with pytest.raises(AttributeError):
+        first.name = "ben"
+    ident = resolve_identity(tmp_path, environ={})
+    assert ident.agent_id == "ann" and ident.file == first and ident.identity_file == path
+    without_file = Identity("x", "x", "agent", None, None, None, None, None, "flag")
+    assert hash(without_file) == hash(Identity("x", "x", "agent", None, None, None, None, None, "flag"))

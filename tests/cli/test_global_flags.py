@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,40 @@ def test_help_lists_the_global_flags_once(repo: Repo) -> None:
     assert "--name, --role and --module may also follow the command" in " ".join(done.stdout.split())
     sub = repo.run("daemon", "status", "--help")
     assert sub.returncode == 0 and "--name" not in sub.stdout  # hidden where the command has no use for it
+
+
+def test_help_options_work_at_every_level(repo: Repo) -> None:
+    """The help options thrum prepares (no gettext) behave as click's own: -h and --help, everywhere."""
+    for args in (("-h",), ("daemon", "-h"), ("daemon", "status", "--help"), ("send", "-h")):
+        done = repo.run(*args)
+        assert done.returncode == 0, args
+        assert "  -h, --help" in done.stdout and "Show this message and exit." in done.stdout, args
+        assert done.stdout.startswith("Usage: thrum"), args
+    bad = repo.run("daemon", "status", "--bogus")
+    assert bad.returncode == 1
+    assert "Try 'thrum daemon status --help' for help." in bad.stderr
+
+
+def test_exit_status_and_output_survive_the_fast_exit(repo: Repo, tmp_path: Path) -> None:
+    """The ``thrum`` executable leaves through ``os._exit``: output complete, status kept."""
+    status = repo.run("daemon", "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+    outside = thrum("daemon", "status", "--json", cwd=tmp_path)
+    assert outside.returncode == 1 and json.loads(outside.stdout)["error"]["code"] == -32011
+
+
+def test_atexit_callbacks_still_run(repo: Repo) -> None:
+    """With an ``atexit`` callback registered the process exits the normal way, running it."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('callback ran'))\n"
+        "from thrum_cli.main import main\n"
+        "sys.argv = ['thrum', 'daemon', 'status', '--json']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo.root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.rpartition("}")[0] + "}")["running"] is True
+    assert done.stdout.rstrip().endswith("callback ran")

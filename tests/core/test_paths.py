@@ -229,6 +229,25 @@ def test_discovery_from_nested_subfolder(repo: Path) -> None:
     assert not paths.redirected
 
 
+def test_paths_compare_by_value_and_derive_the_layout(repo: Path) -> None:
+    """``ThrumPaths`` is a plain class: equal and hashable by its four found paths, the rest derived."""
+    a = ThrumPaths.discover(cwd=repo, environ={})
+    b = ThrumPaths.for_root(repo)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != object()
+    assert a.git_common_dir == repo / ".git"
+    assert a.main_root == repo
+    assert a.var_dir == repo / ".thrum" / "var"
+    assert (a.pid_file, a.lock_file, a.default_socket_path) == (
+        a.var_dir / "thrum.pid",
+        a.var_dir / "thrum.lock",
+        a.var_dir / "thrum.sock",
+    )
+    assert a.identities_dir == repo / ".thrum" / "identities"
+    assert a.sync_dir == repo / ".git" / "thrum-sync" / "a-sync"
+    assert repr(a).startswith("ThrumPaths(root=")
+
+
 def test_nearest_thrum_dir_wins(repo: Path) -> None:
     inner = repo / "sub"
     (inner / ".thrum").mkdir(parents=True)

@@ -1,4 +1,7 @@
-"""A real daemon in a subprocess (``python -m thrum_cli daemon run --repo ...``).
+"""A real daemon in a subprocess (``python -m thrum_core.daemon run --repo ...``).
+
+It is started the way ``thrum daemon start`` starts one: the click-free entry
+point, with the repository's main root.
 
 Extra plugins reach the subprocess as real entry points: a temp site directory
 with a minimal ``.dist-info`` is put on its ``PYTHONPATH``.  Talk to it with the
@@ -31,7 +34,7 @@ class DaemonProcess:
     ``extra_entry_points`` (``{name: "module[:attr]"}``) are advertised to the
     daemon as the ``thrum`` entry points of a test distribution.
     ``load_plugins``, when given, becomes ``THRUM_LOAD_PLUGINS`` (the extra
-    plugins and ``cli.daemon`` are added to it automatically).
+    plugins are added to it automatically).
     """
 
     def __init__(
@@ -54,7 +57,8 @@ class DaemonProcess:
 
     def command(self) -> list[str]:
         """The daemon's command line."""
-        return [sys.executable, "-m", "thrum_cli", "daemon", "run", "--repo", str(self.repo.root), *self.argv]
+        root = str(self.repo.paths.main_root)
+        return [sys.executable, "-m", "thrum_core.daemon", "run", "--repo", root, *self.argv]
 
     def environment(self) -> dict[str, str]:
         """The daemon's environment: ours without ``THRUM_*``, plus the test plugins."""
@@ -67,7 +71,7 @@ class DaemonProcess:
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths)
         if self.load_plugins is not None:
-            names = [*self.load_plugins, *self.extra_entry_points, "cli.daemon"]
+            names = [*self.load_plugins, *self.extra_entry_points]
             env["THRUM_LOAD_PLUGINS"] = ",".join(dict.fromkeys(names))
         env.update(self.extra_env)
         return env

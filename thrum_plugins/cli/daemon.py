@@ -48,15 +48,26 @@ def _paths() -> ThrumPaths:
 
 
 def probe_health(
-    paths: ThrumPaths, *, dial_timeout: float = 1.0, timeout: float = 2.0
+    paths: ThrumPaths,
+    *,
+    dial_timeout: float = 1.0,
+    timeout: float = 2.0,
+    socket_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any] | None:
-    """The daemon's ``health`` result, or ``None`` when nothing answers."""
-    from thrum_cli.rpc import socket_path_for
+    """The daemon's ``health`` result, or ``None`` when nothing answers.
+
+    ``socket_path`` is the socket to dial when the caller has resolved it
+    already (default: :func:`thrum_cli.rpc.socket_path_for`).
+    """
     from thrum_core.client import Client
     from thrum_core.errors import ThrumError
 
+    if socket_path is None:
+        from thrum_cli.rpc import socket_path_for
+
+        socket_path = socket_path_for(paths)
     try:
-        with Client(socket_path_for(paths), dial_timeout=dial_timeout, call_timeout=timeout) as client:
+        with Client(socket_path, dial_timeout=dial_timeout, call_timeout=timeout) as client:
             result = client.call("health")
     except (ThrumError, OSError, ValueError):
         return None
@@ -117,11 +128,13 @@ def log_files(paths: ThrumPaths) -> list[Path]:
     return [p for p in candidates if p.is_file()]
 
 
-_ASCTIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d{1,6}))?")
+# Compiled on first use (``logs --since``), not at import: every ``thrum daemon``
+# command imports this module.
+_ASCTIME = r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d{1,6}))?"
 
 
 def _line_time_ns(line: str) -> int | None:
-    m = _ASCTIME.match(line)
+    m = re.match(_ASCTIME, line)
     if m is None:
         return None
     y, mo, d, hh, mi, ss, frac = m.groups()
@@ -434,7 +447,13 @@ def daemon_status(paths: ThrumPaths) -> dict[str, Any]:
     from thrum_core.lifecycle import read_pid_file
 
     socket_path = str(socket_path_for(paths))
-    health = probe_health(paths) if _lock_held(paths) or Path(socket_path).exists() else None
+    # The socket's existence is checked first: a stat is cheaper than the lock
+    # probe (which imports fcntl), and a live daemon always has its socket.
+    health = (
+        probe_health(paths, socket_path=socket_path)
+        if os.path.exists(socket_path) or _lock_held(paths)
+        else None
+    )
     if health is None:
         return {
             "running": False,
@@ -448,12 +467,16 @@ def daemon_status(paths: ThrumPaths) -> dict[str, Any]:
             "socket_path": socket_path,
             "identity": None,
         }
-    info = read_pid_file(paths.pid_file)
+    pid, started_at = health.get("pid"), health.get("started_at")
+    if not (pid and started_at):  # an older daemon: the pid file tells
+        info = read_pid_file(paths.pid_file)
+        pid = pid or (info.pid if info else None)
+        started_at = started_at or (info.started_at if info else None)
     return {
         "running": True,
-        "pid": health.get("pid") or (info.pid if info else None),
+        "pid": pid,
         "repo_path": str(paths.main_root),
-        "started_at": health.get("started_at") or (info.started_at if info else None),
+        "started_at": started_at,
         "uptime_ms": health.get("uptime_ms"),
         "version": health.get("version"),
         "sync_state": health.get("sync_state"),
