@@ -1,12 +1,13 @@
 """Benchmark ``extract_work_context`` on a generated repository.
 
-The repository: 1,000 files across 20 folders committed on ``main``; a ``feature`` branch (checked out)
-with 50 commits each editing three files and adding one; 20 modified working-tree files plus two untracked
-files. Prints the median and p95 milliseconds per call — warm (the steady state of a repeated heartbeat:
-the module's commit/numstat caches filled) and cold (caches cleared before every call, as for the first
-call on a worktree) — the result's sizes and an uncached per-phase breakdown. Asserts nothing.
+The repository: 1,000 files across 20 folders (``--folders``) committed on ``main``; a ``feature`` branch
+(checked out) with 50 commits each editing three files and adding one; 20 modified working-tree files plus
+two untracked files. Prints the median and p95 milliseconds per call — warm (the steady state of a repeated
+heartbeat: the module's commit/numstat caches filled) and cold (caches cleared before every call, as for the
+first call on a worktree) — the result's sizes and an uncached per-phase breakdown. Asserts nothing.
 
-Run: ``python bench/workctx.py [--runs N]``.
+Run: ``python bench/workctx.py [--runs N] [--folders N]`` (``--folders 5``: 200 files per directory, trees
+larger than libgit2's default 4 KiB object-cache limit).
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def _commit(repo: pygit2.Repository, index: pygit2.Index, message: str, when: in
     return repo.create_commit("HEAD", sig, sig, message, tree, parents)
 
 
-def build_repo(root: Path) -> Path:
-    """Create the benchmark repository under ``root`` and return its worktree path."""
+def build_repo(root: Path, folders: int = N_FOLDERS) -> Path:
+    """Create the benchmark repository under ``root`` (files spread over ``folders``); return its worktree."""
     work = root / "repo"
     repo = pygit2.init_repository(str(work), initial_head="main")
-    paths = [f"pkg{i % N_FOLDERS:02d}/mod{i:04d}.py" for i in range(N_FILES)]
+    paths = [f"pkg{i % folders:02d}/mod{i:04d}.py" for i in range(N_FILES)]
     for i, rel in enumerate(paths):
         target = work / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def build_repo(root: Path) -> Path:
             i = (c * 37 + k * 101) % N_FILES
             (work / paths[i]).write_text(_content(i, c))
             index.add(paths[i])
-        new = f"pkg{c % N_FOLDERS:02d}/new{c:03d}.py"
+        new = f"pkg{c % folders:02d}/new{c:03d}.py"
         (work / new).write_text(_content(10_000 + c))
         index.add(new)
         index.write()
@@ -128,7 +129,7 @@ def _phases(work: Path, runs: int) -> dict[str, list[float]]:
     def fresh() -> tuple[pygit2.Repository, pygit2.Commit, pygit2.Oid]:
         _workctx.clear_caches()
         repo = pygit2.Repository(str(work))
-        return repo, repo.head.peel(pygit2.Commit), repo.references["refs/heads/main"].target
+        return repo, repo.head.peel(pygit2.Commit), repo.references["refs/heads/main"].peel(pygit2.Commit).id
 
     def numstat() -> None:
         repo, head, base = fresh()
@@ -160,12 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     """Build the repository, time the extraction and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="timed runs after two warm-up calls (>= 30)")
+    parser.add_argument(
+        "--folders", type=int, default=N_FOLDERS, help="directories the files are spread over"
+    )
     args = parser.parse_args(argv)
     runs = max(30, args.runs)
+    folders = max(1, args.folders)
 
     with tempfile.TemporaryDirectory(prefix="thrum-bench-workctx-") as tmp:
         t = time.perf_counter()
-        work = build_repo(Path(tmp))
+        work = build_repo(Path(tmp), folders)
         build_s = time.perf_counter() - t
         _workctx.clear_caches()
         t = time.perf_counter()
@@ -179,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         phases = _phases(work, runs)
 
     print(f"pygit2 {pygit2.__version__} / libgit2 {pygit2.LIBGIT2_VERSION}, Python {sys.version.split()[0]}")
-    print(f"repository: {N_FILES} files, {N_COMMITS} unmerged commits, {N_DIRTY} modified + 2 untracked")
+    print(
+        f"repository: {N_FILES} files in {folders} directories, {N_COMMITS} unmerged commits, "
+        f"{N_DIRTY} modified + 2 untracked"
+    )
     print(f"built in {build_s:.1f} s")
     print(f"extract_work_context, first call in this process: {first_ms:.2f} ms")
     for label, samples, cpu in (("warm", warm, warm_cpu), ("cold", cold, cold_cpu)):
