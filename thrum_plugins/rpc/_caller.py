@@ -19,14 +19,54 @@ read ``ctx.caller`` as a :class:`Caller`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from thrum_core.errors import PermissionDenied
+from thrum_plugins.rpc._agent_state import presence
 
 if TYPE_CHECKING:
+    from thrum_core.kernel import Kernel
     from thrum_core.rpc.spec import CallContext
 
-__all__ = ["Caller", "caller_of", "resolve_caller", "touch_presence"]
+__all__ = ["MESSAGE_DATA_TYPES", "Caller", "caller_of", "identity_rows", "resolve_caller", "touch_presence"]
+
+#: Event types whose reducers never touch agents, sessions or groups: writing them keeps
+#: :func:`identity_rows` valid (a stream of sends does not empty it).
+MESSAGE_DATA_TYPES = frozenset({"message.create", "message.edit", "message.delete", "message.receipt"})
+#: Entries kept at most; the cache starts over beyond that.
+_CACHE_MAX = 4096
+
+
+class _IdentityCache:
+    __slots__ = ("key", "rows")
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.rows: dict[Any, Any] = {}
+
+
+def identity_rows(kernel: Kernel) -> dict[Any, Any] | None:
+    """A cache of agent and session lookups on the projection, or ``None`` (no store).
+
+    Valid while the store saw no write other than :data:`MESSAGE_DATA_TYPES`
+    events: any other event, catch-up or exclusive job (merge, rebuild) gives
+    a fresh, empty dict.  Call it *before* the query whose result goes in, so
+    a result read just before a change is filed under the old key.
+    """
+    store = kernel.store
+    if store is None:
+        return None
+    key = store.changes_except(MESSAGE_DATA_TYPES)
+    if key is None:
+        return None
+    state = kernel.plugin_state("identity_cache")
+    cache: _IdentityCache | None = state.get("cache")
+    if cache is None:
+        cache = state["cache"] = _IdentityCache()
+    if cache.key != key or len(cache.rows) >= _CACHE_MAX:
+        cache.key = key
+        cache.rows = {}
+    return cache.rows
 
 
 @dataclass(frozen=True)
@@ -87,6 +127,16 @@ def resolve_caller(ctx: CallContext, auth: str) -> Caller:
     store = kernel.store
     if store is None:
         raise RuntimeError("the event store is not open")
+    rows = identity_rows(kernel)
+    resolved_key = ("resolved", attached, agent_id, source)
+    if rows is not None:
+        known: Caller | None = rows.get(resolved_key)
+        if known is not None:
+            if auth == "session" and known.session_id is None:
+                raise _no_session(known.agent_id)
+            if known.is_local:
+                touch_presence(ctx, known.agent_id, known.session_id)
+            return known
     cur = store.reader().cursor()
     cur.row_factory = None
     row = cur.execute(_CALLER_SQL, (attached or None, agent_id)).fetchone()
@@ -120,10 +170,7 @@ def resolve_caller(ctx: CallContext, auth: str) -> Caller:
         open_row = cur.execute(_OPEN_SESSION_SQL, (agent_id,)).fetchone()
         session_id = open_row[0] if open_row is not None else None
     if auth == "session" and session_id is None:
-        raise PermissionDenied(
-            "no_session",
-            f"agent {agent_id!r} has no open session (run thrum session start or thrum quickstart)",
-        )
+        raise _no_session(agent_id)
     origin = origin or ""
     caller = Caller(
         agent_id=agent_id,
@@ -134,15 +181,22 @@ def resolve_caller(ctx: CallContext, auth: str) -> Caller:
         source=source,
         is_local=not origin or origin == kernel.daemon_id,
     )
+    if rows is not None:
+        rows[resolved_key] = caller
     if caller.is_local:
         touch_presence(ctx, agent_id, session_id)
     return caller
 
 
+def _no_session(agent_id: str) -> PermissionDenied:
+    return PermissionDenied(
+        "no_session",
+        f"agent {agent_id!r} has no open session (run thrum session start or thrum quickstart)",
+    )
+
+
 def touch_presence(ctx: CallContext, agent_id: str, session_id: str | None = None) -> None:
     """Record activity of a local agent (in memory; persisted by the presence service)."""
-    from thrum_plugins.rpc._agent_state import presence
-
     presence(ctx.kernel).touch(agent_id, session_id)
 
 

@@ -99,11 +99,21 @@ class Resolved:
             self.refs.append((typ, value))
 
 
-def _live_agent(db: sqlite3.Connection, agent_id: str) -> tuple[str, str] | None:
+def _live_agent(
+    db: sqlite3.Connection, agent_id: str, cache: dict[Any, Any] | None = None
+) -> tuple[str, str] | None:
+    """``(kind, role)`` of a registered agent; ``cache`` is an :func:`identity_rows` dict."""
+    key = ("agent", agent_id)
+    if cache is not None and key in cache:
+        found: tuple[str, str] | None = cache[key]
+        return found
     cur = db.cursor()
     cur.row_factory = None
     row = cur.execute("SELECT kind, role FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
-    return None if row is None else (row[0] or "agent", row[1] or "")
+    found = None if row is None else (row[0] or "agent", row[1] or "")
+    if cache is not None:
+        cache[key] = found
+    return found
 
 
 def _everyone(db: sqlite3.Connection) -> set[str]:
@@ -114,12 +124,17 @@ def _role_agents(db: sqlite3.Connection, role: str) -> set[str]:
     return {r[0] for r in db.execute("SELECT agent_id FROM agents WHERE kind='agent' AND role=?", (role,))}
 
 
-def resolve_addresses(db: sqlite3.Connection, addresses: list[str], author: str) -> Resolved:
-    """Resolve addresses to scopes, refs and recipients (SPEC §9.6 steps 3 and 4)."""
+def resolve_addresses(
+    db: sqlite3.Connection, addresses: list[str], author: str, cache: dict[Any, Any] | None = None
+) -> Resolved:
+    """Resolve addresses to scopes, refs and recipients (SPEC §9.6 steps 3 and 4).
+
+    ``cache``: an :func:`~thrum_plugins.rpc._caller.identity_rows` dict for agent lookups.
+    """
     try:
         # Optimistic: the agents and groups tables exist (a missing one raises), which saves
         # a schema check per table on every send.
-        return _resolve(db, addresses, author, has_agents=True, has_groups=True)
+        return _resolve(db, addresses, author, has_agents=True, has_groups=True, cache=cache)
     except sqlite3.OperationalError:
         has_agents, has_groups = table_exists(db, "agents"), table_exists(db, "groups")
         if has_agents and has_groups:
@@ -128,7 +143,13 @@ def resolve_addresses(db: sqlite3.Connection, addresses: list[str], author: str)
 
 
 def _resolve(
-    db: sqlite3.Connection, addresses: list[str], author: str, *, has_agents: bool, has_groups: bool
+    db: sqlite3.Connection,
+    addresses: list[str],
+    author: str,
+    *,
+    has_agents: bool,
+    has_groups: bool,
+    cache: dict[Any, Any] | None = None,
 ) -> Resolved:
     out = Resolved()
     for raw in addresses:
@@ -143,7 +164,7 @@ def _resolve(
             if has_agents:
                 out.recipients |= _everyone(db) - {author}
             continue
-        agent = _live_agent(db, name) if has_agents else None
+        agent = _live_agent(db, name, cache) if has_agents else None
         if agent is not None:
             out.add_ref("mention", name)
             out.add_audience("user" if agent[0] == "user" else "agent", name)
@@ -165,7 +186,7 @@ def _resolve(
             out.recipients |= members - {author}
             out.warnings.append(f"@{name} resolved to role {name} ({len(members)} agents)")
             continue
-        if has_agents and not name.startswith("user:") and _live_agent(db, f"user:{name}") is not None:
+        if has_agents and not name.startswith("user:") and _live_agent(db, f"user:{name}", cache) is not None:
             out.add_ref("mention", f"user:{name}")
             out.add_audience("user", f"user:{name}")
             out.recipients.add(f"user:{name}")

@@ -10,6 +10,7 @@ from thrum_core.ids import new_message_id, new_thread_id
 from thrum_core.names import MAX_REFS, MAX_SCOPES
 from thrum_core.timefmt import format_ts, now_ns, parse_point_in_time
 from thrum_plugins.notifiers.push import announce_written, notify_threads
+from thrum_plugins.rpc._caller import identity_rows
 from thrum_plugins.rpc._message_common import caller_id, ensure_fresh, reader
 from thrum_plugins.rpc._message_params import DeleteParams, EditParams, MarkReadParams
 from thrum_plugins.rpc._message_queries import ListQuery, inbox_totals, list_messages, visible_to
@@ -83,6 +84,7 @@ async def send(p: SendParams, ctx: CallContext) -> dict[str, Any]:
     caller = ctx.caller
     author = caller_id(ctx)
     structured = check_body(p.content, p.format, p.structured, kernel.config.daemon.max_message_body_bytes)
+    cache = identity_rows(kernel)  # before the queries whose results it keeps
     db = reader(kernel)
     authored_by: str | None = None
     if p.acting_as is not None:
@@ -106,7 +108,7 @@ async def send(p: SendParams, ctx: CallContext) -> dict[str, Any]:
         addresses = parent_audience(db, parent, author)
         if not addresses:
             raise InvalidParams("to", _RECIPIENT_REQUIRED, "the message replied to has no one else to answer")
-    resolved = resolve_addresses(db, addresses, author)
+    resolved = resolve_addresses(db, addresses, author, cache)
     thread_id = _thread(db, p, parent)
     if parent is not None:
         resolved.add_ref("reply_to", parent["message_id"])

@@ -428,12 +428,16 @@ class GitSyncService:
         if not self.running:
             return
         now = trio.current_time()
-        if self._first_write is None:
+        first = self._first_write is None
+        if first:
             self._first_write = now
         self._last_write = now
         if self._state in ("synced", "idle"):
             self._publish("pending")
-        self._wake.set()
+        if first:
+            # Later writes of the burst only move the deadline later: the loop,
+            # woken at the earlier one, reads the new one and waits again.
+            self._wake.set()
 
     def trigger(self) -> CycleWaiter:
         """Ask for a cycle now (``sync.force``); the waiter is done when that cycle ends."""
