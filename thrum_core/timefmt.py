@@ -32,6 +32,7 @@ __all__ = [
     "TS_MAX_NS",
     "TS_MIN_NS",
     "MonotonicClock",
+    "format_parsed_ts",
     "format_ts",
     "format_ts_seconds",
     "now_ns",
@@ -133,14 +134,26 @@ def _split_ns(ns: int) -> tuple[int, int, int, int, int, int, int]:
 # "YYYY-MM-DDTHH:MM:SS" of recently formatted whole seconds (since the epoch).
 # Bounded: emptied when full.  Events cluster in time, so most lookups hit.
 _SECOND_TEXT: dict[int, str] = {}
+# "YYYY-MM-DDT" of recently formatted day numbers (seconds apart events miss
+# the per-second cache but share their day).  Bounded: emptied when full.
+_DAY_TEXT: dict[int, str] = {}
 
 
 def _second_text(sec: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS`` of the whole second ``sec`` (raises outside years 0000-9999)."""
     text = _SECOND_TEXT.get(sec)
     if text is None:
-        y, mo, d, hh, mi, ss, _ = _split_ns(sec * NS_PER_S)
-        text = f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mi:02d}:{ss:02d}"
+        days, rem = divmod(sec, _S_PER_DAY)
+        day = _DAY_TEXT.get(days)
+        if day is None:
+            y, mo, d, *_ = _split_ns(days * _S_PER_DAY * NS_PER_S)
+            day = f"{y:04d}-{mo:02d}-{d:02d}T"
+            if len(_DAY_TEXT) >= _DAY_CACHE_MAX:
+                _DAY_TEXT.clear()
+            _DAY_TEXT[days] = day
+        hh, rem = divmod(rem, 3600)
+        mi, ss = divmod(rem, 60)
+        text = f"{day}{hh:02d}:{mi:02d}:{ss:02d}"
         if len(_SECOND_TEXT) >= _DAY_CACHE_MAX:
             _SECOND_TEXT.clear()
         _SECOND_TEXT[sec] = text
@@ -155,6 +168,22 @@ def format_ts(ns: int) -> str:
     """
     sec, frac_ns = divmod(ns, NS_PER_S)
     return f"{_second_text(sec)}.{frac_ns // NS_PER_US:06d}Z"
+
+
+def format_parsed_ts(text: str, ns: int) -> str:
+    """:func:`format_ts` of ``ns``, where ``parse_ts_ns(text) == ns``, reusing ``text`` when it can.
+
+    Thrum's own form (``...SS.ffffffZ``) is already the formatted text; the
+    Go tool's whole seconds (``...SSZ``) only lack the zero fraction.  The
+    caller guarantees that ``text`` parsed to ``ns`` (a reducer's event
+    ``timestamp`` and its ``ts_ns``); anything else is formatted.
+    """
+    n = len(text)
+    if n == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T":
+        return text
+    if n == 20 and text[19] == "Z" and text[10] == "T":
+        return text[:19] + ".000000Z"
+    return format_ts(ns)
 
 
 def format_ts_seconds(ns: int) -> str:
@@ -185,6 +214,8 @@ def _days_of_date(date: str) -> int | None:
 # Instants of recently seen "YYYY-MM-DDTHH:MM:" prefixes, for the fast path of
 # parse_ts_ns.  Bounded: emptied when full.
 _MINUTE_NS: dict[str, int] = {}
+# Instants of the midnight of recently seen "YYYY-MM-DDT" prefixes.  Bounded.
+_DAY_NS: dict[str, int] = {}
 # "00".."59" → ns; a miss is not a valid second.
 _SECOND_NS = {f"{i:02d}": i * NS_PER_S for i in range(60)}
 
@@ -208,12 +239,21 @@ def parse_ts_ns(s: object) -> int | None:
     if 20 <= n <= 30 and s[n - 1] == "Z" and (n == 20 or s[19] == "."):
         base = _MINUTE_NS.get(s[:17])
         if base is None:
-            minute = s[:17]
-            base = _parse_ts_ns(minute + "00Z")
-            if base is not None:
-                if len(_MINUTE_NS) >= _DAY_CACHE_MAX:
-                    _MINUTE_NS.clear()
-                _MINUTE_NS[minute] = base
+            # the minute from its day (cached: events minutes apart share it)
+            day = _DAY_NS.get(s[:11])
+            if day is None:
+                day = _parse_ts_ns(s[:11] + "00:00:00Z")  # checks the date and the "T"
+                if day is not None:
+                    if len(_DAY_NS) >= _DAY_CACHE_MAX:
+                        _DAY_NS.clear()
+                    _DAY_NS[s[:11]] = day
+            if day is not None and s[13] == ":" and s[16] == ":":
+                hour, minute = _HOUR_S.get(s[11:13]), _MIN_S.get(s[14:16])
+                if hour is not None and minute is not None:
+                    base = day + (hour + minute) * NS_PER_S
+                    if len(_MINUTE_NS) >= _DAY_CACHE_MAX:
+                        _MINUTE_NS.clear()
+                    _MINUTE_NS[s[:17]] = base
         if base is not None:
             sec = _SECOND_NS.get(s[17:19])
             if sec is not None:

@@ -19,7 +19,8 @@ in sort-key order.  Small inputs are read, sorted and applied in memory.
 Large inputs are streamed: each file's *in-order subsequence* (every line
 whose key is not smaller than the largest key before it in the same file)
 is already sorted, so the files are merged (in blocks, see
-:func:`merge_sorted_blocks`); the few lines that break a file's order are
+:func:`merge_sorted_blocks`, or with ``heapq.merge`` when there are many);
+the few lines that break a file's order are
 *spilled* (their keys and offsets; to a temporary SQLite file when there are
 many), sorted, and merged in as one more stream.  Finding the spilled lines
 needs a first pass over the keys; a rebuild first assumes the files are
@@ -38,6 +39,7 @@ the reducer.  During a rebuild the write connection runs with
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -105,6 +107,11 @@ MERGE_BLOCK = 128
 MERGE_ROWS = 2048
 #: The smallest block, however many files there are.
 MERGE_BLOCK_MIN = 8
+#: More streams than this are merged row by row (``heapq.merge``, O(log n) per
+#: row) instead of in blocks: with hundreds of small blocks the block merge
+#: bisects every buffer for the few rows each round emits (5 µs a row at 200
+#: agent shards against 0.8 µs).
+HEAP_MERGE_STREAMS = 32
 #: ``PRAGMA journal_size_limit`` of the write connection, in bytes.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: Rebuilds commit every this many events (keeps the WAL small).
@@ -731,6 +738,39 @@ class Projection:
         finally:
             mem.close()
         return sorted(after - before)
+
+    def restore_schema_objects(self) -> list[str]:
+        """Create the indexes and triggers of the migrations that are missing; return their names.
+
+        A rebuild's start hooks may drop some (to fill tables in bulk) and
+        commits along the way: when the rebuild then fails, this puts them
+        back so the live path keeps its derived rows (the projection stays
+        flagged ``rebuild_in_progress`` and is rebuilt at the next open).
+        """
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            mem.executescript(CORE_SCHEMA)
+            for m in [*self.registry.migrations(local=True), *self.registry.migrations(local=False)]:
+                for step in m.steps:
+                    try:
+                        mem.executescript(step)
+                    except sqlite3.Error:
+                        break
+            wanted = mem.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                " WHERE type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name"
+            ).fetchall()
+        finally:
+            mem.close()
+        rows = self._cur.execute("SELECT type, name FROM sqlite_master").fetchall()
+        have = {(r[0], r[1]) for r in rows}
+        tables = {r[1] for r in rows if r[0] == "table"}
+        made: list[str] = []
+        for kind, name, table, sql in wanted:
+            if (kind, name) not in have and table in tables:
+                self.conn.execute(sql)
+                made.append(name)
+        return made
 
     def reset_schema(self) -> str:
         """Drop the projection tables and create them again, empty; return the new epoch.
@@ -1368,7 +1408,12 @@ class Projection:
             # into chunks of APPLY_CHUNK rows, so every chunk's ``events`` rows
             # go in with the same few multi-row INSERT statements.
             pending: list[StreamRow] = []
-            blocks = merge_sorted_blocks([_blocks(st, size) for st in streams])
+            blocks: Iterator[list[StreamRow]]
+            if len(streams) > HEAP_MERGE_STREAMS:
+                merged = heapq.merge(*streams)
+                blocks = iter(lambda: list(islice(merged, APPLY_CHUNK)), [])
+            else:
+                blocks = merge_sorted_blocks([_blocks(st, size) for st in streams])
             while True:
                 block = next(blocks, None)
                 if block is not None:

@@ -235,6 +235,14 @@ class EventStore:
         """``meta('epoch')`` of the projection."""
         return self.projection.epoch
 
+    def changes_except(self, types: frozenset[str]) -> tuple[int, int] | None:
+        """A key for read caches: :meth:`BatchProcessor.changes_except` of this opening of the store.
+
+        ``None`` before :meth:`open` (cache nothing).
+        """
+        proc = self._processor
+        return None if proc is None else (id(proc), proc.changes_except(types))
+
     @property
     def writer_running(self) -> bool:
         """Whether the writer task is serving."""
@@ -553,6 +561,7 @@ class EventStore:
                 except BaseException:
                     proj.end_ingest()
                     proj.rollback()
+                    self._restore_after_failed_rebuild()
                     raise
                 finally:
                     proj.progress = None
@@ -580,6 +589,23 @@ class EventStore:
         report.epoch = proj.epoch
         report.seconds = time.monotonic() - started
         return report
+
+    def _restore_after_failed_rebuild(self) -> None:
+        """Put back the indexes and triggers a failed rebuild's start hooks dropped (best effort)."""
+        proj = self.projection
+        try:
+            proj.begin()
+            try:
+                made = proj.restore_schema_objects()
+                proj.commit()
+            except BaseException:
+                proj.rollback()
+                raise
+        except sqlite3.Error as exc:
+            log.warning("could not restore the projection's triggers after a failed rebuild: %s", exc)
+            return
+        if made:
+            log.warning("rebuild failed: restored %s", ", ".join(made))
 
     def _rewrite(self) -> dict[str, int]:
         removed = self.projection.rewrite_tombstoned(self.sync_dir)

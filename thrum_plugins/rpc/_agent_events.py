@@ -35,6 +35,7 @@ from thrum_core.events.types import (
 )
 from thrum_core.ids import shard_name
 from thrum_core.timefmt import format_ts
+from thrum_plugins.rpc._message_schema import prepare_rebuild_reads
 
 __all__ = [
     "LIST_FIELDS",
@@ -372,6 +373,8 @@ def reduce_cleanup(ctx: ApplyContext, ev: StoredEvent) -> None:
 
     # Tables of the messaging and group plugins, when they are installed.
     if _table_exists(db, "messages"):
+        if ctx.rebuilding:  # rows and indexes a rebuild defers
+            prepare_rebuild_reads(db)
         message_ids = [
             r[0]
             for r in db.execute(

@@ -9,6 +9,14 @@ Reducers tolerate what other tools wrote: a missing ``body.format`` is
 markdown, ``structured`` may be a string or an object, a receipt without
 ``read_at`` uses its ``timestamp``, ``receipt_type: "seen"`` is stored and
 ignored.
+
+A full rebuild (``ctx.rebuilding``) takes shortcuts that give the same rows:
+a new message is inserted without probing for a stored one (a conflict falls
+back to the general path), its scopes, refs, recipients and audience rows are
+queued and written with one ``executemany`` per table
+(:func:`~thrum_plugins.rpc._message_schema.bulk_rows`), and the secondary
+indexes no reducer reads are dropped at the start and created at the end
+(:data:`~thrum_plugins.rpc._message_schema.REBUILD_DEFERRED_INDEXES`).
 """
 
 from __future__ import annotations
@@ -30,8 +38,18 @@ from thrum_core.events.types import (
     StoredEvent,
 )
 from thrum_core.ids import shard_name
-from thrum_core.timefmt import format_ts, parse_ts_ns
-from thrum_plugins.rpc._message_schema import MESSAGE_MIGRATION_OWNER, MESSAGE_STEPS
+from thrum_core.timefmt import format_parsed_ts, format_ts, parse_ts_ns
+from thrum_plugins.rpc._message_schema import (
+    BULK_FLUSH_ROWS,
+    MESSAGE_MIGRATION_OWNER,
+    MESSAGE_STEPS,
+    bulk_rows,
+    discard_bulk_rows,
+    drop_deferred_indexes,
+    flush_bulk_rows,
+    restore_deferred_indexes,
+    restore_late_indexes,
+)
 from thrum_plugins.rpc._message_visibility import (
     audience_of,
     insert_viewers,
@@ -143,6 +161,12 @@ def _format_ts(ns: int) -> str:
     return f"{day}T{hh:02d}:{mi:02d}:{ss:02d}.{frac // 1000:06d}Z"
 
 
+def _event_ts(ev: StoredEvent) -> str:
+    """``format_ts(ev.ts_ns)``: the event's own ``timestamp`` when it is already in that form."""
+    ts = ev.obj.get("timestamp")
+    return format_parsed_ts(ts, ev.ts_ns) if type(ts) is str else _format_ts(ev.ts_ns)
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -242,24 +266,48 @@ _INSERT_MESSAGE = (
     " origin_daemon, star, thread_k, scopes_json, refs_json, rcpt_count)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_INSERT_MESSAGE_NEW = _INSERT_MESSAGE + " ON CONFLICT(message_id) DO NOTHING"
+_INSERT_AUDIENCE = "INSERT OR IGNORE INTO message_audience(key, created_ns, message_id) VALUES (?,?,?)"
+
+
+#: ``ctx.memo`` key of the rebuild's "may a reply name this message" bitmap.
+_REPLIED_MEMO = "messages.replied_bits"
+#: ``ctx.memo`` key of the number of rows queued since the last flush.
+_QUEUED_MEMO = "messages.queued_rows"
+#: Bits of that bitmap (1 MiB): a set bit means "look it up"; never a wrong answer.
+_REPLIED_BITS = 1 << 23
+
+
+def _replied_bits(memo: dict[str, Any]) -> bytearray:
+    bits = memo.get(_REPLIED_MEMO)
+    if bits is None:
+        bits = memo[_REPLIED_MEMO] = bytearray(_REPLIED_BITS >> 3)
+    return bits
+
+
+def _note_replies(bits: bytearray, refs: list[tuple[str, str]]) -> None:
+    """Set the bits of every ``reply_to`` value of ``refs``."""
+    for t, v in refs:
+        if t == "reply_to":
+            h = hash(v) & (_REPLIED_BITS - 1)
+            bits[h >> 3] |= 1 << (h & 7)
 
 
 def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
-    """Insert the message with its scopes, refs, recipients and inbox rows (SPEC §7.3)."""
+    """Insert the message with its scopes, refs, recipients and inbox rows (SPEC §7.3).
+
+    During a full rebuild (``ctx.rebuilding``) the common case skips the probe
+    of the stored message: the row is inserted with ``ON CONFLICT DO
+    NOTHING`` (a conflict falls back to the general path), and whether an
+    earlier reply names the message is answered by a bitmap of the
+    ``reply_to`` values seen in this rebuild (a set bit means "look it up").
+    """
     o = ev.obj
     message_id = _require(ev, "message_id")
     author = _require(ev, "agent_id")
     db = ctx.db
     bulk = ctx.rebuilding  # the inbox is derived by rebuild_finish
-    if not bulk:
-        process_dirty(db, ctx.memo)
-    # One statement: the message as stored (if any) and whether a reply names it
-    # (replies that arrive before their parent are rare).
-    create_k, deleted, replied = db.execute(_PROBE, (message_id,)).fetchone()
-    if create_k is not None and create_k <= ev.k:
-        return None  # a later duplicate create: the earliest wins
-    existing = create_k is not None
-    fmt, content, structured = body_fields(o.get("body"))
+    body = body_fields(o.get("body"))
     scopes = _pairs(o.get("scopes"))
     refs = _pairs(o.get("refs"))
     raw_recipients = o.get("recipients")
@@ -271,39 +319,67 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     audience = audience_of(scopes, refs, recipients)
     reply_to = next((v for t, v in refs if t == "reply_to"), None) if refs else None
     thread_id = _text(o.get("thread_id"))
+    created_ns = ev.ts_ns
+    star = 1 if audience.star else 0
+    inserted = False
+    bits: bytearray | None = None
+    if bulk:
+        bits = _replied_bits(ctx.memo)
+        h = hash(message_id) & (_REPLIED_BITS - 1)
+        if thread_id is not None or not bits[h >> 3] & (1 << (h & 7)):
+            # no reply can name it: the thread is the event's own
+            values = _create_values(o, ev, author, body, audience, reply_to, thread_id, None)
+            values += (_pairs_json(scopes), _pairs_json(refs), len(recipients))
+            inserted = db.execute(_INSERT_MESSAGE_NEW, (message_id, *values)).rowcount == 1
+    if inserted:
+        # A new message in a rebuild: its rows of the tables no reducer reads
+        # are queued and written in bulk (see bulk_rows).
+        queue = bulk_rows(db)
+        n = 0
+        if recipients:
+            queue.setdefault(_INSERT_RECIPIENT, []).extend([(message_id, r) for r in recipients])
+            n += len(recipients)
+        if scopes:
+            queue.setdefault(_INSERT_SCOPE, []).extend([(message_id, t, v) for t, v in scopes])
+            n += len(scopes)
+        if refs:
+            queue.setdefault(_INSERT_REF, []).extend([(message_id, t, v) for t, v in refs])
+            n += len(refs)
+        if not audience.star and audience.keys:
+            queue.setdefault(_INSERT_AUDIENCE, []).extend(
+                [(key, created_ns, message_id) for key in audience.keys]
+            )
+            n += len(audience.keys)
+        n += ctx.memo.get(_QUEUED_MEMO, 0)
+        if n >= BULK_FLUSH_ROWS:
+            flush_bulk_rows(db)
+            n = 0
+        ctx.memo[_QUEUED_MEMO] = n
+        if reply_to is not None and bits is not None:
+            _note_replies(bits, refs)
+        if reply_to is not None and thread_id is not None:
+            _give_parent_thread(db, reply_to, thread_id, ev.k)
+        ctx.provide(pending_key(message_id))
+        return None
+    if bulk:
+        flush_bulk_rows(db)  # the probe reads message_refs, and an update rewrites the rows
+    else:
+        process_dirty(db, ctx.memo)
+    # One statement: the message as stored (if any) and whether a reply names it
+    # (replies that arrive before their parent are rare).
+    create_k, deleted, replied = db.execute(_PROBE, (message_id,)).fetchone()
+    if create_k is not None and create_k <= ev.k:
+        return None  # a later duplicate create: the earliest wins
+    existing = create_k is not None
     thread_k: str | None = None
     if thread_id is None and replied:
         derived = _thread_from_replies(db, message_id)
         if derived is not None:
             thread_id, thread_k = derived
-    created_ns = ev.ts_ns
-    star = 1 if audience.star else 0
+    values = _create_values(o, ev, author, body, audience, reply_to, thread_id, thread_k)
+    values += (_pairs_json(scopes), _pairs_json(refs))
     if existing:
         _clear_addressing(db, message_id)
-    if len(recipients) == 1:
-        db.execute(_INSERT_RECIPIENT, (message_id, recipients[0]))
-    elif recipients:
-        db.executemany(_INSERT_RECIPIENT, [(message_id, r) for r in recipients])
-    values = (
-        thread_id,
-        reply_to,
-        author,
-        _text(o.get("session_id")) or "",
-        _format_ts(created_ns),
-        created_ns,
-        ev.k,
-        fmt,
-        content,
-        structured,
-        _text(o.get("authored_by")),
-        1 if o.get("disclosed") is True else 0,
-        1 if audience.addressed else 0,
-        ev.origin_daemon,
-        star,
-        thread_k,
-        _pairs_json(scopes),
-        _pairs_json(refs),
-    )
     if not existing:
         db.execute(_INSERT_MESSAGE, (message_id, *values, len(recipients)))
     else:
@@ -318,16 +394,19 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
             (*values, message_id),
         )
         db.execute("UPDATE inbox SET created_ns=?, star=? WHERE message_id=?", (created_ns, star, message_id))
+    if len(recipients) == 1:
+        db.execute(_INSERT_RECIPIENT, (message_id, recipients[0]))
+    elif recipients:
+        db.executemany(_INSERT_RECIPIENT, [(message_id, r) for r in recipients])
     for sql, pairs in ((_INSERT_SCOPE, scopes), (_INSERT_REF, refs)):
         if len(pairs) == 1:
             db.execute(sql, (message_id, *pairs[0]))
         elif pairs:
             db.executemany(sql, [(message_id, t, v) for t, v in pairs])
+    if bits is not None and reply_to is not None:
+        _note_replies(bits, refs)
     if not audience.star and audience.keys:
-        db.executemany(
-            "INSERT OR IGNORE INTO message_audience(key, created_ns, message_id) VALUES (?,?,?)",
-            [(key, created_ns, message_id) for key in audience.keys],
-        )
+        db.executemany(_INSERT_AUDIENCE, [(key, created_ns, message_id) for key in audience.keys])
     if not bulk:
         viewers = message_viewers(
             db, author=author, recipients=recipients, audience=audience, created_ns=created_ns
@@ -337,6 +416,38 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         _give_parent_thread(db, reply_to, thread_id, ev.k)
     ctx.provide(pending_key(message_id))
     return None
+
+
+def _create_values(
+    o: Mapping[str, Any],
+    ev: StoredEvent,
+    author: str,
+    body: tuple[str, str, str | None],
+    audience: Any,
+    reply_to: str | None,
+    thread_id: str | None,
+    thread_k: str | None,
+) -> tuple[Any, ...]:
+    """The ``messages`` columns of a create from ``thread_id`` to ``thread_k`` (then the JSON columns)."""
+    fmt, content, structured = body
+    return (
+        thread_id,
+        reply_to,
+        author,
+        _text(o.get("session_id")) or "",
+        _event_ts(ev),
+        ev.ts_ns,
+        ev.k,
+        fmt,
+        content,
+        structured,
+        _text(o.get("authored_by")),
+        1 if o.get("disclosed") is True else 0,
+        1 if audience.addressed else 0,
+        ev.origin_daemon,
+        1 if audience.star else 0,
+        thread_k,
+    )
 
 
 def reduce_edit(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
@@ -382,33 +493,64 @@ def reduce_delete(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     return None
 
 
+_UPSERT_READ = (
+    "INSERT INTO message_reads(message_id, agent_id, read_at, read_ns, session_id, event_id)"
+    " SELECT ?1,?2,?3,?4,?5,?6 WHERE EXISTS (SELECT 1 FROM messages WHERE message_id=?1)"
+    " ON CONFLICT(message_id, agent_id) DO UPDATE SET"
+    " read_at=excluded.read_at, read_ns=excluded.read_ns, session_id=excluded.session_id,"
+    " event_id=excluded.event_id WHERE excluded.read_ns < message_reads.read_ns"
+)
+
+
 def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
-    """Insert the read, or keep the earliest ``read_at`` (SPEC §7.3, D3)."""
+    """Insert the read, or keep the earliest ``read_at`` (SPEC §7.3, D3).
+
+    A read receipt is one statement when its message is stored (insert or
+    update of the earlier read); only when it changed nothing is the message
+    looked up, to tell "not projected yet" (pending) from "an earlier read".
+    """
+    o = ev.obj
     message_id = _require(ev, "message_id")
     reader = _require(ev, "agent_id")
-    receipt_type = ev.obj.get("receipt_type")
+    receipt_type = o.get("receipt_type")
     db = ctx.db
+    if receipt_type is None or receipt_type == "read":
+        read_at = o.get("read_at")
+        read_ns = parse_ts_ns(read_at)
+        if read_ns is None or type(read_at) is not str:
+            read_ns, text = ev.ts_ns, _event_ts(ev)
+        else:
+            text = format_parsed_ts(read_at, read_ns)
+        params = (message_id, reader, text, read_ns, _text(o.get("session_id")), ev.event_id)
+        if db.execute(_UPSERT_READ, params).rowcount == 1:
+            return None
     if db.execute("SELECT 1 FROM messages WHERE message_id=?", (message_id,)).fetchone() is None:
         return ctx.pending(pending_key(message_id))
-    if receipt_type not in (None, "read"):
-        return None  # "seen" receipts are stored in the log and ignored
-    read_ns = parse_ts_ns(ev.obj.get("read_at"))
-    if read_ns is None:
-        read_ns = ev.ts_ns
-    db.execute(
-        "INSERT INTO message_reads(message_id, agent_id, read_at, read_ns, session_id, event_id)"
-        " VALUES (?,?,?,?,?,?) ON CONFLICT(message_id, agent_id) DO UPDATE SET"
-        " read_at=excluded.read_at, read_ns=excluded.read_ns, session_id=excluded.session_id,"
-        " event_id=excluded.event_id WHERE excluded.read_ns < message_reads.read_ns",
-        (message_id, reader, _format_ts(read_ns), read_ns, _text(ev.obj.get("session_id")), ev.event_id),
-    )
-    return None
+    return None  # an earlier read stays; "seen" receipts are stored in the log and ignored
+
+
+def _rebuild_start(db: sqlite3.Connection) -> None:
+    """Start of a full rebuild: drop the deferred indexes and the triggers the finish hook makes up for."""
+    discard_bulk_rows(db)
+    drop_deferred_indexes(db)
+    rebuild_start(db)
+
+
+def _rebuild_finish(db: sqlite3.Connection) -> None:
+    """End of a full rebuild: write the queued rows, create the deferred indexes, derive the inbox.
+
+    The indexes of ``inbox`` are created last, once it is filled.
+    """
+    flush_bulk_rows(db)
+    restore_deferred_indexes(db)
+    rebuild_finish(db)
+    restore_late_indexes(db)
 
 
 def register_message_event_types(register: EventTypeRegistrar) -> None:
     """Register the message tables and event types (from ``thrum_register_event_types``)."""
     register.migrations(MESSAGE_MIGRATION_OWNER, MESSAGE_STEPS)
-    register.rebuild_hooks(MESSAGE_MIGRATION_OWNER, start=rebuild_start, finish=rebuild_finish)
+    register.rebuild_hooks(MESSAGE_MIGRATION_OWNER, start=_rebuild_start, finish=_rebuild_finish)
     register(EventType("message.create", reduce_create, route=route_by_agent, model=MessageCreateEvent))
     register(EventType("message.edit", reduce_edit, route=route_by_agent, model=MessageEditEvent))
     register(EventType("message.delete", reduce_delete, route=route_by_agent, model=MessageDeleteEvent))

@@ -37,7 +37,23 @@ deletes SPEC rows (``agent.cleanup``, ``purge``) keeps them consistent.
 
 from __future__ import annotations
 
-__all__ = ["HOUR_NS", "MESSAGE_MIGRATION_OWNER", "MESSAGE_STEPS", "TRIGGERS"]
+__all__ = [
+    "HOUR_NS",
+    "MESSAGE_MIGRATION_OWNER",
+    "MESSAGE_STEPS",
+    "REBUILD_DEFERRED_INDEXES",
+    "REBUILD_LATE_INDEXES",
+    "TRIGGERS",
+    "bulk_rows",
+    "drop_deferred_indexes",
+    "flush_bulk_rows",
+    "prepare_rebuild_reads",
+    "restore_deferred_indexes",
+    "restore_late_indexes",
+]
+
+import sqlite3
+from typing import Any
 
 MESSAGE_MIGRATION_OWNER = "messages"
 HOUR_NS = 3_600_000_000_000
@@ -252,3 +268,99 @@ _TRIGGERS = "".join(TRIGGERS.values())
 
 #: Projection migration steps of the ``messages`` owner.
 MESSAGE_STEPS: list[str] = [_TABLES + _TRIGGERS]
+
+
+#: Secondary indexes a full rebuild drops before it applies the log and
+#: creates again (one sort each, instead of a B-tree insert per row) before
+#: the finish hook derives the inbox.  No reducer of a common event reads
+#: them; the rare ones that do (``agent.cleanup``, ``purge``) call
+#: :func:`restore_deferred_indexes` first.  Statements as in the migration.
+REBUILD_DEFERRED_INDEXES: dict[str, str] = {
+    line.split()[2]: line
+    for line in _TABLES.splitlines()
+    if line.startswith("CREATE INDEX ")
+    and line.split()[2]
+    in (
+        "messages_created",
+        "messages_author",
+        "messages_thread",
+        "messages_star",
+        "message_scopes_tv",
+        "message_recipients_agent",
+        "message_reads_agent",
+    )
+}
+
+
+#: Indexes of ``inbox`` a full rebuild drops at its start and creates after
+#: the finish hook filled the table (which it does by primary key only).
+REBUILD_LATE_INDEXES: dict[str, str] = {
+    line.split()[2]: line
+    for line in _TABLES.splitlines()
+    if line.startswith("CREATE INDEX ") and line.split()[2] in ("inbox_page", "inbox_message")
+}
+
+
+def drop_deferred_indexes(db: sqlite3.Connection) -> None:
+    """Drop :data:`REBUILD_DEFERRED_INDEXES` and :data:`REBUILD_LATE_INDEXES` (start of a full rebuild)."""
+    for name in (*REBUILD_DEFERRED_INDEXES, *REBUILD_LATE_INDEXES):
+        db.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def restore_late_indexes(db: sqlite3.Connection) -> None:
+    """Create whichever of :data:`REBUILD_LATE_INDEXES` is missing."""
+    for sql in REBUILD_LATE_INDEXES.values():
+        db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+
+
+def restore_deferred_indexes(db: sqlite3.Connection) -> None:
+    """Create whichever of :data:`REBUILD_DEFERRED_INDEXES` is missing (a no-op when none is)."""
+    for sql in REBUILD_DEFERRED_INDEXES.values():
+        db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+
+
+# --------------------------------------------------------------------------- bulk rows
+#: Rows of ``message_recipients``, ``message_scopes``, ``message_refs`` and
+#: ``message_audience`` a rebuild's ``message.create`` reducer queued, per
+#: write connection (``id(db)`` → the connection and its rows by statement),
+#: written with one ``executemany`` per statement when :data:`BULK_FLUSH_ROWS`
+#: have gathered, before anything reads or deletes those tables during the
+#: rebuild (:func:`prepare_rebuild_reads`) and by the finish hook.  No
+#: reducer of a common event reads them; the rare ones that do call
+#: :func:`prepare_rebuild_reads` first.
+_BULK: dict[int, tuple[sqlite3.Connection, dict[str, list[tuple[Any, ...]]]]] = {}
+#: Queued rows that trigger a flush.
+BULK_FLUSH_ROWS = 4096
+
+
+def bulk_rows(db: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """The queue of rows (statement → parameter tuples) of ``db``'s rebuild."""
+    entry = _BULK.get(id(db))
+    if entry is None or entry[0] is not db:
+        entry = _BULK[id(db)] = (db, {})
+    return entry[1]
+
+
+def flush_bulk_rows(db: sqlite3.Connection) -> None:
+    """Write the rows queued for ``db`` (a no-op when none are)."""
+    entry = _BULK.get(id(db))
+    if entry is None or entry[0] is not db:
+        return
+    queued = entry[1]
+    for sql, rows in queued.items():
+        if rows:
+            db.executemany(sql, rows)
+    queued.clear()
+
+
+def discard_bulk_rows(db: sqlite3.Connection) -> None:
+    """Forget what a rebuild of ``db`` queued (its start: a failed rebuild may have left rows)."""
+    entry = _BULK.get(id(db))
+    if entry is not None and entry[0] is db:
+        del _BULK[id(db)]
+
+
+def prepare_rebuild_reads(db: sqlite3.Connection) -> None:
+    """In a rebuild, before reading or deleting message rows: write queued rows, restore indexes."""
+    flush_bulk_rows(db)
+    restore_deferred_indexes(db)

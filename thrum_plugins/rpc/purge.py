@@ -41,6 +41,7 @@ from thrum_core.events.types import EventType, InvalidEvent, TombstonePredicate,
 from thrum_core.markers import hookimpl
 from thrum_core.rpc.spec import Params
 from thrum_core.timefmt import format_ts, parse_point_in_time, parse_ts_ns
+from thrum_plugins.rpc._message_schema import prepare_rebuild_reads
 
 if TYPE_CHECKING:
     from thrum_core.events.types import ApplyContext, EventTypeRegistrar, Pending, SortKey, StoredEvent
@@ -254,6 +255,8 @@ def reduce_purge(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     if cutoff is None or not isinstance(raw, str):
         raise InvalidEvent(f"purge.executed without a valid cutoff: {raw!r}")
     db = ctx.db
+    if ctx.rebuilding and "messages" in _tables(db):  # rows and indexes a rebuild defers
+        prepare_rebuild_reads(db)
     current = _meta_cutoff(db)
     if current is None or cutoff > current[0]:
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (META_KEY, raw))

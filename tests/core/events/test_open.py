@@ -411,3 +411,62 @@ async def test_rebuild_hooks_run_around_a_rebuild_only(paths: ThrumPaths) -> Non
     assert not again.open().rebuilt
     assert log == []  # reopening catches up: no hooks
     again.close()
+
+
+def _registry_dropping_schema_objects():
+    """The test types plus a plugin whose rebuild hooks drop a trigger and an index, then recreate them."""
+    reg = make_registry()
+    register = reg.bound("trig")
+    index = "CREATE INDEX p_trig_author ON p_trig(author)"
+    trigger = "CREATE TRIGGER p_trig_ins AFTER INSERT ON p_trig BEGIN SELECT 1; END"
+    register.migrations("trig", [f"CREATE TABLE p_trig (author TEXT); {index}; {trigger};"])
+
+    def start(db: sqlite3.Connection) -> None:
+        db.execute("DROP TRIGGER IF EXISTS p_trig_ins")
+        db.execute("DROP INDEX IF EXISTS p_trig_author")
+
+    def finish(db: sqlite3.Connection) -> None:
+        db.execute(index)
+        db.execute(trigger)
+
+    register.rebuild_hooks("trig", start=start, finish=finish)
+    return reg
+
+
+def _schema_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+
+
+async def test_failed_rebuild_restores_what_its_start_hooks_dropped(
+    paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thrum_core.events import projection
+
+    store = EventStore(paths, _registry_dropping_schema_objects(), DAEMON)
+    store.open()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run_writer)
+        for i in range(5):
+            await store.submit([note(f"n{i}")])
+        await store.stop_writer()
+    assert {"p_trig_ins", "p_trig_author"} <= _schema_names(store.reader())
+    # Apply one event per chunk and commit after each: the drops are committed
+    # before the progress callback fails the rebuild.
+    monkeypatch.setattr(projection, "APPLY_CHUNK", 1)
+    monkeypatch.setattr(projection, "REBUILD_COMMIT_EVERY", 1)
+    calls: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 3:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        store.rebuild(progress)
+    assert {"p_trig_ins", "p_trig_author"} <= _schema_names(store.reader())
+    store.close()
+    again = EventStore(paths, _registry_dropping_schema_objects(), DAEMON)
+    assert again.open().rebuilt  # the interrupted rebuild is done again
+    assert {"p_trig_ins", "p_trig_author"} <= _schema_names(again.reader())
+    assert again.reader().execute("SELECT count(*) FROM p_test_notes").fetchone()[0] == 5
+    again.close()
