@@ -147,9 +147,13 @@ class Kernel:
 
     def _on_applied(self, events: list[StoredEvent]) -> None:
         """Run observers for a committed writer batch (never delays replies)."""
-        notifiers = self.notifiers.entries()
+        notifiers = self.notifiers.entries() if len(self.notifiers) else ()
+        observe = self.pm.notifier("thrum_event_applied", "event", kernel=self)
+        if observe is None and not notifiers:
+            return
         for event in events:
-            self.pm.notify("thrum_event_applied", event=event, kernel=self)
+            if observe is not None:
+                observe(event)
             for entry in notifiers:
                 try:
                     entry.obj.event_applied(event, self)

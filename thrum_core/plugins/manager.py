@@ -190,6 +190,34 @@ class PluginManager:
                 results.append(res)
         return results
 
+    def notifier(self, hook_name: str, name: str, **kwargs: Any) -> Callable[[Any], None] | None:
+        """A function doing :meth:`notify` with ``name=value, **kwargs`` for each ``value`` it gets.
+
+        The implementations are looked up once, when the function is made
+        (use it for one burst of calls, e.g. the events of one batch), and
+        the result is ``None`` when the hook has none.  Results are dropped.
+        """
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        if not impls:
+            return None
+        calls = [(impl, [k for k in (name, *kwargs) if k in impl.argnames]) for impl in impls]
+        trace = self._trace
+        strict = self.strict
+
+        def notify(value: Any) -> None:
+            args = {name: value, **kwargs}
+            for impl, names in calls:
+                if trace is not None:
+                    trace(f"{hook_name} -> {impl.plugin_name}", {k: args[k] for k in names})
+                try:
+                    impl.function(**{k: args[k] for k in names})
+                except Exception:
+                    log.exception("plugin %s: %s failed", impl.plugin_name, hook_name)
+                    if strict:
+                        raise
+
+        return notify
+
     def check_pending(self) -> dict[str, str]:
         """Per-plugin verdict: ``ok`` or why some hook implementation has no spec.
 
