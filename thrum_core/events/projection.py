@@ -250,14 +250,21 @@ def decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
 ts_ns = parse_ts_ns
 
 # "YYYY-MM-DDTHH:MM:SS" → ns of recently read timestamps in thrum's format
-# (``...SS.ffffffZ``): events written together share their second, and the log
-# reader then adds the microseconds itself.  Bounded: emptied when full.
+# (``...SS.ffffffZ``) or the Go tool's (``...SSZ``): events written together
+# share their second, and the log reader then adds the microseconds itself.
+# Bounded: emptied when full.
 _SECOND_NS: dict[str, int] = {}
 _SECOND_NS_MAX = 4096
 
 
 def _remember_second(text: str, ns: int) -> None:
-    """Cache the second of ``text`` (27 characters, ``...SS.ffffffZ``, parsed as ``ns``)."""
+    """Cache the second of ``text`` (``...SS.ffffffZ`` or ``...SSZ``, parsed as ``ns``)."""
+    if len(text) == 20:
+        if text[19] == "Z" and text[10] == "T":
+            if len(_SECOND_NS) >= _SECOND_NS_MAX:
+                _SECOND_NS.clear()
+            _SECOND_NS[text[:19]] = ns
+        return
     if text[26] != "Z" or text[19] != "." or text[10] != "T":
         return
     frac = text[20:26]
@@ -1519,9 +1526,16 @@ class Projection:
                         ):
                             # thrum's own format, in a second seen before (parse_ts gives the same)
                             ts = base + int(frac) * 1000
+                        elif (
+                            type(tsv) is str
+                            and len(tsv) == 20
+                            and tsv[19] == "Z"
+                            and (base := seconds.get(tsv[:19])) is not None
+                        ):
+                            ts = base  # the Go tool's whole seconds, in a second seen before
                         else:
                             ts = parse_ts(tsv)
-                            if ts is not None and type(tsv) is str and len(tsv) == 27:
+                            if ts is not None and type(tsv) is str and (len(tsv) == 27 or len(tsv) == 20):
                                 _remember_second(tsv, ts)
                         if ts is None:
                             if index_invalid is not None:

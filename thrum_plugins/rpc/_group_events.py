@@ -145,6 +145,20 @@ def _expansion(db: sqlite3.Connection, name: str) -> set[str]:
     return expand_group(db, name)
 
 
+def _watch(ctx: ApplyContext, *names: str) -> set[str] | None:
+    """The agents of the groups ``names`` before a change, to mark the changed ones dirty after it.
+
+    ``None`` during a full rebuild: its finish hook (messaging's
+    ``rebuild_finish``) recomputes every agent's visibility anyway.
+    """
+    if ctx.rebuilding:
+        return None
+    out: set[str] = set()
+    for name in names:
+        out |= _expansion(ctx.db, name)
+    return out
+
+
 def _recanonicalize(db: sqlite3.Connection, name: str) -> None:
     """Make the live group of ``name`` with the smallest ``create_k`` canonical; fold the others in."""
     rows = db.execute(
@@ -222,7 +236,7 @@ def reduce_group_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     name = _require(ev, "name")
     db = ctx.db
     row = db.execute("SELECT create_k, name FROM groups WHERE group_id=?", (group_id,)).fetchone()
-    before = _expansion(db, name)
+    before = _watch(ctx, name)
     if row is None:
         db.execute(
             "INSERT INTO groups(group_id, name, description, created_at, created_by, create_k)"
@@ -252,7 +266,8 @@ def reduce_group_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     else:
         return None
     _recanonicalize(db, name)
-    _mark_dirty(db, before | _expansion(db, name))
+    if before is not None:
+        _mark_dirty(db, before | _expansion(db, name))
     ctx.provide(f"group:{group_id}")
     return None
 
@@ -267,14 +282,15 @@ def reduce_group_delete(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     target, name, deleted_k = resolved
     if deleted_k is not None and deleted_k <= ev.k:
         return None
-    before = _expansion(db, name)
+    before = _watch(ctx, name)
     db.execute(
         "UPDATE groups SET deleted_k=?, deleted_at=?, deleted_by=? WHERE group_id=? OR canonical_id=?",
         (ev.k, format_ts(ev.ts_ns), _text(ev.obj.get("deleted_by")), target, target),
     )
     db.execute("DELETE FROM group_members WHERE group_id=?", (target,))
     _recanonicalize(db, name)
-    _mark_dirty(db, before | _expansion(db, name))
+    if before is not None:
+        _mark_dirty(db, before | _expansion(db, name))
     return None
 
 
@@ -290,10 +306,11 @@ def _reduce_member(ctx: ApplyContext, ev: StoredEvent, present: int) -> Pending 
     target, name, deleted_k = resolved
     if deleted_k is not None:
         return None
-    before = _expansion(db, name)
+    before = _watch(ctx, name)
     actor = _text(o.get("added_by") if present else o.get("removed_by"))
     _upsert_member(db, target, member_type, member_value, present, ev.k, format_ts(ev.ts_ns), actor)
-    _mark_dirty(db, before ^ _expansion(db, name))
+    if before is not None:
+        _mark_dirty(db, before ^ _expansion(db, name))
     return None
 
 
@@ -322,7 +339,7 @@ def reduce_group_update(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     old_name = row[1]
     new_name = _text(fields.get("name")) or old_name
     description = fields.get("description")
-    before = _expansion(db, old_name) | _expansion(db, new_name)
+    before = _watch(ctx, old_name, new_name)
     if isinstance(description, str):
         db.execute(
             "UPDATE groups SET name=?, description=?, update_k=? WHERE group_id=?",
@@ -333,7 +350,8 @@ def reduce_group_update(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     if new_name != old_name:
         _recanonicalize(db, old_name)
         _recanonicalize(db, new_name)
-    _mark_dirty(db, before | _expansion(db, old_name) | _expansion(db, new_name))
+    if before is not None:
+        _mark_dirty(db, before | _expansion(db, old_name) | _expansion(db, new_name))
     return None
 
 

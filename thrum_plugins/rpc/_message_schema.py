@@ -48,6 +48,7 @@ __all__ = [
     "drop_deferred_indexes",
     "flush_bulk_rows",
     "prepare_rebuild_reads",
+    "rebuilt_messages",
     "restore_deferred_indexes",
     "restore_late_indexes",
 ]
@@ -328,17 +329,36 @@ def restore_deferred_indexes(db: sqlite3.Connection) -> None:
 #: rebuild (:func:`prepare_rebuild_reads`) and by the finish hook.  No
 #: reducer of a common event reads them; the rare ones that do call
 #: :func:`prepare_rebuild_reads` first.
-_BULK: dict[int, tuple[sqlite3.Connection, dict[str, list[tuple[Any, ...]]]]] = {}
+_BulkEntry = tuple[sqlite3.Connection, dict[str, list[tuple[Any, ...]]], set[str]]
+_BULK: dict[int, _BulkEntry] = {}
 #: Queued rows that trigger a flush.
 BULK_FLUSH_ROWS = 4096
+#: At most this many ids in :func:`rebuilt_messages` (the set is emptied when full).
+KNOWN_MESSAGES_MAX = 1 << 16
+
+
+def _bulk_entry(db: sqlite3.Connection) -> _BulkEntry:
+    entry = _BULK.get(id(db))
+    if entry is None or entry[0] is not db:
+        entry = _BULK[id(db)] = (db, {}, set())
+    return entry
 
 
 def bulk_rows(db: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """The queue of rows (statement → parameter tuples) of ``db``'s rebuild."""
-    entry = _BULK.get(id(db))
-    if entry is None or entry[0] is not db:
-        entry = _BULK[id(db)] = (db, {})
-    return entry[1]
+    return _bulk_entry(db)[1]
+
+
+def rebuilt_messages(db: sqlite3.Connection) -> set[str]:
+    """Ids of messages a rebuild of ``db`` inserted and nothing deleted since (a bounded, partial set).
+
+    The rebuild's ``message.create`` reducer adds the messages it inserts
+    (the set is emptied when it holds :data:`KNOWN_MESSAGES_MAX`), and
+    :func:`prepare_rebuild_reads`, which every reducer that deletes message
+    rows calls first, empties it: an id in the set is a stored message, so a
+    read receipt of it can be queued (its statement would find the message).
+    """
+    return _bulk_entry(db)[2]
 
 
 def flush_bulk_rows(db: sqlite3.Connection) -> None:
@@ -361,6 +381,10 @@ def discard_bulk_rows(db: sqlite3.Connection) -> None:
 
 
 def prepare_rebuild_reads(db: sqlite3.Connection) -> None:
-    """In a rebuild, before reading or deleting message rows: write queued rows, restore indexes."""
+    """In a rebuild, before reading or deleting message rows: write queued rows, restore indexes.
+
+    Also forgets :func:`rebuilt_messages` (the caller may delete some).
+    """
     flush_bulk_rows(db)
+    rebuilt_messages(db).clear()
     restore_deferred_indexes(db)

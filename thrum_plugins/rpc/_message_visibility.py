@@ -439,14 +439,20 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
         process_dirty(db)
     else:
         _dyn_without_agents(db)
+    # Reads: a broadcast's reader gets a row (or its row is marked read); a
+    # read of another message marks the reader's row, if any.  Neither scans
+    # the inbox (the first is driven by message_reads, the second by the
+    # non-broadcast messages).
     db.execute(
-        "UPDATE inbox SET read = 1 FROM message_reads r"
-        " WHERE inbox.viewer = r.agent_id AND inbox.message_id = r.message_id AND inbox.read = 0"
-    )
-    db.execute(
-        "INSERT OR IGNORE INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
+        "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
         " SELECT r.agent_id, m.message_id, m.created_ns, 1, 0, 0, 0, m.deleted, 1"
         " FROM message_reads r JOIN messages m ON m.message_id = r.message_id WHERE m.star = 1"
+        " ON CONFLICT(viewer, message_id) DO UPDATE SET read = 1"
+    )
+    db.execute(
+        "UPDATE inbox SET read = 1 WHERE read = 0 AND (viewer, message_id) IN"
+        " (SELECT r.agent_id, r.message_id FROM messages m"
+        " CROSS JOIN message_reads r ON r.message_id = m.message_id WHERE m.star = 0)"
     )
     db.execute(
         "INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)"
@@ -460,9 +466,9 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
     )
     db.execute("UPDATE messages SET read_count = 0 WHERE read_count != 0")
     db.execute(
-        "UPDATE messages SET read_count = c.n"
-        " FROM (SELECT message_id, count(*) AS n FROM message_reads GROUP BY message_id) AS c"
-        " WHERE messages.message_id = c.message_id"
+        "UPDATE messages SET read_count ="
+        " (SELECT count(*) FROM message_reads r WHERE r.message_id = messages.message_id)"
+        " WHERE EXISTS (SELECT 1 FROM message_reads r WHERE r.message_id = messages.message_id)"
     )
     for name in (*_COUNT_TRIGGERS, *_REBUILD_DROPPED):
         db.execute(TRIGGERS[name])

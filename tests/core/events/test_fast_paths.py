@@ -20,7 +20,7 @@ from thrum_core.events.store import EventStore
 from thrum_core.events.writer import Writer
 from thrum_core.ids import UlidGenerator, ulid_str
 from thrum_core.paths import ThrumPaths
-from thrum_core.timefmt import format_ts
+from thrum_core.timefmt import format_ts, parse_ts_ns
 
 T0 = 1_767_225_600_000_000_000
 
@@ -267,3 +267,42 @@ def test_writer_canonical_text_matches_canonical_json(obj: dict[str, Any]) -> No
             _canonical_text(obj)
         return
     assert _canonical_text(obj) == expected
+
+
+def test_rebuild_reads_every_timestamp_form_as_the_parser_does(paths: ThrumPaths) -> None:
+    # The log reader caches the second of thrum's (``...SS.ffffffZ``) and the Go
+    # tool's (``...SSZ``) timestamps and reuses it for later lines of the same
+    # second, in either form: every stored instant must be what the parser gives.
+    stamps = [
+        "2026-01-02T21:56:00Z",
+        "2026-01-02T21:56:00Z",
+        "2026-01-02T21:56:00.000001Z",
+        "2026-01-02T21:56:00.500000Z",
+        "2026-01-02T21:56:00Z",
+        "2026-01-02T21:56:01Z",
+        "2026-01-02T21:56:01.250000Z",
+        "2026-01-02T21:56:01Z",
+        "2026-01-02t21:56:02Z",
+        "2026-01-02T21:56:02Z",
+        "2026-01-02T21:56:03+00:00",
+        "2026-01-02T21:56:03Z",
+        "2026-01-02T21:56:03.1Z",
+        "2026-01-02T21:56:60Z",  # not a valid second: an invalid line
+        "2026-01-02T21:56:04Z",
+    ]
+    lines = [
+        canonical_line({"type": "test.order", "timestamp": ts, "event_id": f"evt_{i:06d}"})
+        for i, ts in enumerate(stamps)
+    ]
+    paths.sync_dir.mkdir(parents=True, exist_ok=True)
+    (paths.sync_dir / "events.jsonl").write_bytes(b"".join(lines))
+    store = EventStore(paths, make_registry(), DAEMON)
+    store.open()
+    try:
+        for _ in range(2):  # the second rebuild finds every second cached
+            store.rebuild()
+            got = dict(store.reader().execute("SELECT event_id, ts_ns FROM events").fetchall())
+            for i, ts in enumerate(stamps):
+                assert got.get(f"evt_{i:06d}") == parse_ts_ns(ts), ts  # None: indexed as invalid
+    finally:
+        store.close()
