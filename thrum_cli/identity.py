@@ -27,6 +27,7 @@ from typing import Any
 
 from thrum_core.errors import INVALID_PARAMS, PERMISSION, ThrumError
 from thrum_core.names import is_safe_path_component, safe_child, validate_agent_id
+from thrum_core.records import Record
 
 __all__ = [
     "IDENTITY_VERSION",
@@ -68,50 +69,7 @@ _AGENT_KEYS = ("kind", "name", "role", "module", "display")
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
-class _Record:
-    """An immutable record: fields set once in ``__init__``; equality, hash and repr by field.
-
-    Hand-written rather than a frozen dataclass: importing :mod:`dataclasses`
-    and generating the classes' methods cost every CLI command that resolves
-    its caller over two milliseconds.  Assigning a field raises
-    :class:`AttributeError`, as it does on a frozen dataclass.
-    """
-
-    __slots__ = ()
-    #: The fields, in order; those also in ``_NO_REPR`` are left out of ``repr``.
-    _FIELDS: tuple[str, ...] = ()
-    _NO_REPR: tuple[str, ...] = ()
-
-    def _set(self, **values: Any) -> None:
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, _Record)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in self._FIELDS if name not in self._NO_REPR
-        )
-        return f"{type(self).__qualname__}({fields})"
-
-
-class IdentityFile(_Record):
+class IdentityFile(Record):
     """One identity file as read, normalised (SPEC §5.5 reading rules).
 
     ``raw`` is the parsed JSON exactly as found (used to preserve unknown keys
@@ -204,7 +162,7 @@ class IdentityFile(_Record):
         )
 
 
-class Identity(_Record):
+class Identity(Record):
     """The identity the CLI acts as.
 
     ``source`` says how it was chosen: ``env`` (``THRUM_NAME``), ``flag``

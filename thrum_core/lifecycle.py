@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thrum_core.errors import ThrumError
+from thrum_core.records import Record
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -142,15 +143,22 @@ class DaemonLock:
             os.close(fd)
 
 
-class PidInfo:
+class PidInfo(Record):
     """Content of ``var/thrum.pid`` (SPEC §5.3).
 
     A legacy file holding only a decimal PID gives ``PidInfo(pid)`` with the
-    other fields ``None``.  A plain class (equal by value) rather than a
+    other fields ``None``.  A :class:`~thrum_core.records.Record` rather than a
     ``NamedTuple``, whose class creation costs every CLI command start-up time.
     """
 
-    __slots__ = ("pid", "repo_path", "socket_path", "started_at", "version")
+    _FIELDS = ("pid", "repo_path", "started_at", "socket_path", "version")
+    __slots__ = _FIELDS
+
+    pid: int
+    repo_path: str | None
+    started_at: str | None
+    socket_path: str | None
+    version: str | None
 
     def __init__(
         self,
@@ -160,27 +168,8 @@ class PidInfo:
         socket_path: str | None = None,
         version: str | None = None,
     ) -> None:
-        self.pid = pid
-        self.repo_path = repo_path
-        self.started_at = started_at
-        self.socket_path = socket_path
-        self.version = version
-
-    def _key(self) -> tuple[int, str | None, str | None, str | None, str | None]:
-        return (self.pid, self.repo_path, self.started_at, self.socket_path, self.version)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PidInfo):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"PidInfo(pid={self.pid!r}, repo_path={self.repo_path!r}, started_at={self.started_at!r}, "
-            f"socket_path={self.socket_path!r}, version={self.version!r})"
+        self._set(
+            pid=pid, repo_path=repo_path, started_at=started_at, socket_path=socket_path, version=version
         )
 
     def to_json(self) -> dict[str, Any]:

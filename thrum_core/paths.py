@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from thrum_core.errors import NotInitialized, ThrumError
+from thrum_core.records import Record
 
 __all__ = [
     "MAX_SOCKET_PATH_BYTES",
@@ -421,14 +422,15 @@ def _resolve_redirect(local_thrum_dir: Path) -> Path | None:
     return target
 
 
-class ThrumPaths:
+class ThrumPaths(Record):
     """Every path thrum uses for one repository root (SPEC §5.1-5.3, §5.8, §8.1).
 
     Four paths are found on disk (:attr:`root`, :attr:`local_thrum_dir`,
     :attr:`thrum_dir`, :attr:`git_common_dir`); the others are properties
-    derived from them.  A plain class rather than a ``NamedTuple`` or a
-    dataclass: the CLI builds one for every command, and creating either kind
-    of class (or all the derived paths up front) costs it start-up time.
+    derived from them.  A :class:`~thrum_core.records.Record` rather than a
+    ``NamedTuple`` or a dataclass: the CLI builds one for every command, and
+    creating either kind of class (or all the derived paths up front) costs it
+    start-up time.
     Instances compare equal, and hash, by those four paths.
 
     Build it with :meth:`for_root` or :meth:`discover`; nothing is created on
@@ -436,33 +438,21 @@ class ThrumPaths:
     all worktrees redirected to it); identities stay in the *local* one.
     """
 
-    __slots__ = ("git_common_dir", "local_thrum_dir", "root", "thrum_dir")
+    _FIELDS = ("root", "local_thrum_dir", "thrum_dir", "git_common_dir")
+    __slots__ = _FIELDS
+
+    #: The worktree thrum acts for.
+    root: Path
+    #: ``<root>/.thrum``: identities (never redirected).
+    local_thrum_dir: Path
+    #: The effective thrum dir: the redirect target in a feature worktree, else the local one.
+    thrum_dir: Path
+    #: What ``git rev-parse --git-common-dir`` prints, resolved.
+    git_common_dir: Path
 
     def __init__(self, root: Path, local_thrum_dir: Path, thrum_dir: Path, git_common_dir: Path) -> None:
-        #: The worktree thrum acts for.
-        self.root = root
-        #: ``<root>/.thrum``: identities (never redirected).
-        self.local_thrum_dir = local_thrum_dir
-        #: The effective thrum dir: the redirect target in a feature worktree, else the local one.
-        self.thrum_dir = thrum_dir
-        #: What ``git rev-parse --git-common-dir`` prints, resolved.
-        self.git_common_dir = git_common_dir
-
-    def _key(self) -> tuple[Path, Path, Path, Path]:
-        return (self.root, self.local_thrum_dir, self.thrum_dir, self.git_common_dir)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ThrumPaths):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"ThrumPaths(root={self.root!r}, local_thrum_dir={self.local_thrum_dir!r}, "
-            f"thrum_dir={self.thrum_dir!r}, git_common_dir={self.git_common_dir!r})"
+        self._set(
+            root=root, local_thrum_dir=local_thrum_dir, thrum_dir=thrum_dir, git_common_dir=git_common_dir
         )
 
     @property
