@@ -17,42 +17,7 @@ import pytest
 from thrum_plugins.rpc import _workctx
 from thrum_plugins.rpc._workctx import extract_work_context
 
-T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
-
-
-class Git:
-    """A repository driven through the git CLI, isolated from the user's and the system's git config."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.clock = T0
-        path.mkdir(parents=True)
-        self("init", "-q", "-b", "main")
-
-    def __call__(self, *args: str) -> str:
-        self.clock += 60
-        env = {
-            **os.environ,
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_AUTHOR_NAME": "Tester",
-            "GIT_AUTHOR_EMAIL": "tester@example.invalid",
-            "GIT_COMMITTER_NAME": "Tester",
-            "GIT_COMMITTER_EMAIL": "tester@example.invalid",
-            "GIT_AUTHOR_DATE": f"@{self.clock} +0000",
-            "GIT_COMMITTER_DATE": f"@{self.clock} +0000",
-        }
-        done = subprocess.run(["git", *args], cwd=self.path, env=env, capture_output=True, check=True)
-        return done.stdout.decode("utf-8", "surrogateescape")
-
-    def write(self, rel: str, data: str | bytes) -> None:
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data.encode() if isinstance(data, str) else data)
-
-    def commit(self, message: str) -> None:
-        self("add", "--all")
-        self("commit", "-q", "--allow-empty", "-m", message)
+from .gitcli import Git
 
 
 @pytest.fixture(autouse=True)
