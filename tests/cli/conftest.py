@@ -12,28 +12,7 @@ from click.testing import CliRunner, Result
 
 from thrum_cli.main import cli
 from thrum_cli.state import CliState, set_state
-
-
-def _runtime_env_vars() -> frozenset[str]:
-    """The variables the built-in runtime presets detect an AI tool by (``CLAUDECODE``, ...)."""
-    import importlib
-
-    names: set[str] = set()
-    for module in ("amp", "auggie", "claude", "cli_only", "codex", "cursor", "gemini", "opencode"):
-        preset = importlib.import_module(f"thrum_plugins.runtimes.{module}").PRESET
-        names.update(preset.env_vars, preset.ide_env_vars)
-    return frozenset(names)
-
-
-#: Cleared for every ``thrum`` the tests run: a test suite run from inside an AI tool must not make
-#: ``thrum init`` detect that tool and write its files into the test repositories.
-RUNTIME_ENV_VARS = _runtime_env_vars()
-
-
-def clean_environ() -> dict[str, str]:
-    """``os.environ`` without ``THRUM_*`` and without the runtime-detection variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("THRUM_") and k not in RUNTIME_ENV_VARS}
-
+from thrum_core.testing.plugins import clean_environ
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
@@ -72,7 +51,7 @@ def committed_repo(git_repo: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
-        if name.startswith("THRUM_") or name in RUNTIME_ENV_VARS:
+        if name.startswith("THRUM_"):
             monkeypatch.delenv(name)
     yield
     set_state(CliState())

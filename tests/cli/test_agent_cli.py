@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import clean_environ
+from thrum_core.testing.plugins import clean_environ
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",

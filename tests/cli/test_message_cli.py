@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import clean_environ
+from thrum_core.testing.plugins import clean_environ
 
 
 def _env(name: str | None = None) -> dict[str, str]:

@@ -23,10 +23,9 @@ from thrum_core.events.legacy import spec_route
 from thrum_core.events.log import iter_lines, list_log_files
 from thrum_core.ids import event_id_of
 from thrum_core.testing.daemon import DaemonProcess
+from thrum_core.testing.plugins import clean_environ
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
 from thrum_core.timefmt import format_ts
-
-from .conftest import clean_environ
 
 DAY = 86_400 * 10**9
 FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
