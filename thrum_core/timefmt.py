@@ -89,6 +89,13 @@ _DAY_CACHE: dict[str, int] = {}
 _DAY_CACHE_MAX = 4096
 
 
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store ``value`` in one of the bounded caches below, emptying it first when full."""
+    if len(cache) >= _DAY_CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+
+
 def _days_from_civil(y: int, m: int, d: int) -> int:
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
     y -= m <= 2
@@ -148,15 +155,11 @@ def _second_text(sec: int) -> str:
         if day is None:
             y, mo, d, *_ = _split_ns(days * _S_PER_DAY * NS_PER_S)
             day = f"{y:04d}-{mo:02d}-{d:02d}T"
-            if len(_DAY_TEXT) >= _DAY_CACHE_MAX:
-                _DAY_TEXT.clear()
-            _DAY_TEXT[days] = day
+            _remember(_DAY_TEXT, days, day)
         hh, rem = divmod(rem, 3600)
         mi, ss = divmod(rem, 60)
         text = f"{day}{hh:02d}:{mi:02d}:{ss:02d}"
-        if len(_SECOND_TEXT) >= _DAY_CACHE_MAX:
-            _SECOND_TEXT.clear()
-        _SECOND_TEXT[sec] = text
+        _remember(_SECOND_TEXT, sec, text)
     return text
 
 
@@ -205,9 +208,7 @@ def _days_of_date(date: str) -> int | None:
         if not _valid_date(y, m, d):
             return None
         days = _days_from_civil(y, m, d)
-        if len(_DAY_CACHE) >= _DAY_CACHE_MAX:
-            _DAY_CACHE.clear()
-        _DAY_CACHE[date] = days
+        _remember(_DAY_CACHE, date, days)
     return days
 
 
@@ -244,16 +245,12 @@ def parse_ts_ns(s: object) -> int | None:
             if day is None:
                 day = _parse_ts_ns(s[:11] + "00:00:00Z")  # checks the date and the "T"
                 if day is not None:
-                    if len(_DAY_NS) >= _DAY_CACHE_MAX:
-                        _DAY_NS.clear()
-                    _DAY_NS[s[:11]] = day
+                    _remember(_DAY_NS, s[:11], day)
             if day is not None and s[13] == ":" and s[16] == ":":
                 hour, minute = _HOUR_S.get(s[11:13]), _MIN_S.get(s[14:16])
                 if hour is not None and minute is not None:
                     base = day + (hour + minute) * NS_PER_S
-                    if len(_MINUTE_NS) >= _DAY_CACHE_MAX:
-                        _MINUTE_NS.clear()
-                    _MINUTE_NS[s[:17]] = base
+                    _remember(_MINUTE_NS, s[:17], base)
         if base is not None:
             sec = _SECOND_NS.get(s[17:19])
             if sec is not None:

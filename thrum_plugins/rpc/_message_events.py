@@ -138,35 +138,10 @@ def route_by_agent(obj: Mapping[str, Any]) -> str:
     return f"messages/{shard_name(actor if isinstance(actor, str) else '')}.jsonl"
 
 
-_NS_PER_DAY = 86_400 * 10**9
-# "YYYY-MM-DD" of day numbers format_ts has formatted (bounded: emptied when full).
-_DAY_TEXT: dict[int, str] = {}
-
-
-def _format_ts(ns: int) -> str:
-    """:func:`format_ts`, without its calendar arithmetic for days seen before.
-
-    Messages are seconds apart, so format_ts's per-second cache rarely hits
-    here; the day does.
-    """
-    days, rem = divmod(ns, _NS_PER_DAY)
-    day = _DAY_TEXT.get(days)
-    if day is None:
-        text = format_ts(ns)
-        if len(_DAY_TEXT) >= 4096:
-            _DAY_TEXT.clear()
-        _DAY_TEXT[days] = text[:10]
-        return text
-    secs, frac = divmod(rem, 1_000_000_000)
-    hh, secs = divmod(secs, 3600)
-    mi, ss = divmod(secs, 60)
-    return f"{day}T{hh:02d}:{mi:02d}:{ss:02d}.{frac // 1000:06d}Z"
-
-
 def _event_ts(ev: StoredEvent) -> str:
     """``format_ts(ev.ts_ns)``: the event's own ``timestamp`` when it is already in that form."""
     ts = ev.obj.get("timestamp")
-    return format_parsed_ts(ts, ev.ts_ns) if type(ts) is str else _format_ts(ev.ts_ns)
+    return format_parsed_ts(ts, ev.ts_ns) if type(ts) is str else format_ts(ev.ts_ns)
 
 
 def _text(value: Any) -> str | None:
@@ -479,7 +454,7 @@ def reduce_edit(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     if row is None:
         return ctx.pending(pending_key(message_id))
     _fmt, content, structured = body_fields(ev.obj.get("body"))
-    at = _format_ts(ev.ts_ns)
+    at = format_ts(ev.ts_ns)
     db.execute(
         "INSERT OR IGNORE INTO message_edits(event_id, message_id, edited_at, edited_by, content,"
         " structured, k)"
@@ -509,7 +484,7 @@ def reduce_delete(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
         return None
     db.execute(
         "UPDATE messages SET deleted=1, deleted_at=?, delete_reason=?, delete_k=? WHERE message_id=?",
-        (_format_ts(ev.ts_ns), _text(ev.obj.get("reason")), ev.k, message_id),
+        (format_ts(ev.ts_ns), _text(ev.obj.get("reason")), ev.k, message_id),
     )
     return None
 
