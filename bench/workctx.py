@@ -8,6 +8,9 @@ first call on a worktree; the generated repository holds only loose objects, so 
 ``git gc`` packed them, as a clone's history is) — the result's sizes and an uncached per-phase breakdown.
 Asserts nothing.
 
+Also timed: the same calls through the two work-context helper processes (the daemon's path: the
+two halves at once).
+
 Run: ``python bench/workctx.py [--runs N] [--folders N]`` (``--folders 5``: 200 files per directory, trees
 larger than libgit2's default 4 KiB object-cache limit).
 """
@@ -30,6 +33,7 @@ import pygit2
 
 from thrum_plugins.rpc import _workctx
 from thrum_plugins.rpc._workctx import extract_work_context
+from thrum_plugins.rpc._workctx_pool import WorkContextPool
 
 N_FILES = 1000
 N_FOLDERS = 20
@@ -170,6 +174,40 @@ def _packed_cold(work: Path, runs: int, cpu: list[float]) -> list[float]:
     return _time(lambda: extract_work_context(work), runs, before=_workctx.clear_caches, cpu=cpu)
 
 
+def _helper_cpu_ms(pool: WorkContextPool) -> float:
+    """CPU milliseconds the pool's helper processes used so far (from /proc; 0 where there is none)."""
+    total = 0.0
+    for helper in (pool._history, pool._changes):
+        proc = helper._proc
+        if proc is None:
+            continue
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _pool_timings(work: Path, runs: int) -> dict[str, tuple[list[float], float]]:
+    """Warm and cold wall ms through the helper processes, with the CPU ms per call of all processes."""
+    pool = WorkContextPool()
+    try:
+        if not pool.wait_ready(60):
+            return {}
+        out: dict[str, tuple[list[float], float]] = {}
+        for label, before in (("warm", None), ("cold", pool.clear_caches)):
+            cpu: list[float] = []
+            helpers0 = _helper_cpu_ms(pool)
+            samples = _time(lambda: pool.extract(work), runs, before=before, cpu=cpu)
+            # The helpers' CPU includes the two warm-up calls and the cache clearing: an upper bound.
+            helper_ms = (_helper_cpu_ms(pool) - helpers0) / (runs + 2)
+            out[label] = (samples, statistics.median(cpu) + helper_ms)
+        return out
+    finally:
+        pool.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the repository, time the extraction and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -195,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         cold = _time(lambda: extract_work_context(work), runs, before=_workctx.clear_caches, cpu=cold_cpu)
         result = extract_work_context(work)
         phases = _phases(work, runs)
+        pooled = _pool_timings(work, runs)
         packed_cpu: list[float] = []
         packed = _packed_cold(work, runs, packed_cpu)
+        pooled_packed = _pool_timings(work, runs) if packed else {}
 
     print(f"pygit2 {pygit2.__version__} / libgit2 {pygit2.LIBGIT2_VERSION}, Python {sys.version.split()[0]}")
     print(
@@ -218,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print("extract_work_context cold, packed: skipped (no git executable)")
+    for where, timings in (("", pooled), (", packed", pooled_packed)):
+        for label, (samples, cpu_ms) in timings.items():
+            print(
+                f"through the helper processes{where} {label}: median {statistics.median(samples):.2f} ms, "
+                f"p95 {_p95(samples):.2f} ms; CPU per call (daemon + helpers) ~{cpu_ms:.2f} ms"
+            )
     print(
         "result: "
         f"branch={result['branch']!r} unmerged_commits={len(result['unmerged_commits'])} "

@@ -7,8 +7,10 @@
 - :func:`write_local` runs a function against the writer's connection, inside
   the writer, for the local tables (``presence``, ``local_contexts``,
   ``session_scopes``, ``session_refs``) that no event describes.
-- :func:`extract_live` re-reads the git state of worktrees on this host in
-  worker threads, concurrently, at most :data:`LIVE_TIMEOUT_S` each.
+- :func:`extract_live` re-reads the git state of worktrees on this host,
+  concurrently, at most :data:`LIVE_TIMEOUT_S` each, through the work-context
+  helper processes (:mod:`thrum_plugins.rpc._workctx_pool`; started on first
+  use, stopped at shutdown).
 """
 
 from __future__ import annotations
@@ -248,13 +250,14 @@ async def extract_live(
     Returns ``{worktree: fields}`` for the extractions that finished in time;
     a worktree that timed out or is not a directory is absent.
     """
-    from thrum_plugins.rpc._workctx import extract_work_context
+    from thrum_plugins.rpc._workctx_pool import shared_pool
 
+    extract = shared_pool().extract
     results: dict[str, dict[str, Any]] = {}
 
     async def one(path: str) -> None:
         with trio.move_on_after(timeout):
-            fields = await trio.to_thread.run_sync(extract_work_context, path, abandon_on_cancel=True)
+            fields = await trio.to_thread.run_sync(extract, path, abandon_on_cancel=True)
             fields.pop("error", None)
             results[path] = fields
 

@@ -39,7 +39,7 @@ import os
 import posixpath
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -231,50 +231,221 @@ def extract_work_context(worktree: str | os.PathLike[str], *, max_commits: int =
     is not a SessionWorkContext field; callers drop it before writing an event.
     """
     path = os.path.abspath(os.fspath(worktree))
-    result = _empty(path)
+    max_commits = max(0, max_commits)
+    history = history_half(path, max_commits)
+    changes = changes_half(path)
+    return combine(path, history, changes, lambda undated: date_paths(path, undated, max_commits))
+
+
+# The extraction in two halves that share nothing but the repository, so that they can run at the same time
+# in two processes (see :mod:`thrum_plugins.rpc._workctx_pool`): the commit walk, and the numstat with the
+# status scan. Each half reports the HEAD it saw; :func:`combine` merges them. Their results are plain
+# JSON-compatible values (lists, dicts, strings, ints).
+
+
+def _with_repo(
+    path: str, half: str, work: Callable[[pygit2.Repository, dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Run ``work(repo, out)`` on the kept repository of ``path``; ``out`` gets ``errors`` and ``head``."""
+    out: dict[str, Any] = {"half": half, "head": None, "errors": []}
     try:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no such directory: {path}")
         repo, lock = _acquire_repo(path)
     except Exception as exc:
-        result["error"] = _describe(exc)
-        return result
+        out["errors"].append(_describe(exc))
+        out["failed"] = True
+        return out
     try:
-        _extract(repo, max_commits, result)
+        work(repo, out)
     finally:
         if lock is not None:
-            if "error" in result:
+            if out["errors"]:
                 _REPOS.discard(path)  # the next call starts from a fresh open
             lock.release()
+    return out
+
+
+def _head(repo: pygit2.Repository, out: dict[str, Any]) -> pygit2.Commit | None:
+    try:
+        if repo.head_is_unborn:
+            return None
+        head = repo.head.peel(pygit2.Commit)
+        out["head"] = str(head.id)
+        if not repo.head_is_detached:
+            out["branch"] = repo.head.shorthand
+        return head
+    except Exception as exc:
+        out["errors"].append(f"head: {_describe(exc)}")
+        return None
+
+
+def history_half(path: str, max_commits: int = 50) -> dict[str, Any]:
+    """The commit walk ``base..HEAD``: ``branch``, ``head`` and ``commits`` (``[sha, subject, time, files]``).
+
+    At most ``max_commits`` commits, newest first; ``more`` tells whether the walk stopped early.
+    """
+
+    def work(repo: pygit2.Repository, out: dict[str, Any]) -> None:
+        out["branch"] = None
+        head = _head(repo, out)
+        out["commits"] = []
+        out["more"] = False
+        if head is None:
+            return
+        out["head_time"] = head.author.time
+        try:
+            base = _find_base(repo)
+            if base is None or base == head.id:
+                return
+            walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
+            walker.hide(base)
+            commits = out["commits"]
+            for walked, commit in enumerate(walker):
+                if walked >= max_commits:
+                    out["more"] = True
+                    break
+                files = _commit_files(repo, commit)
+                commits.append([str(commit.id)[:12], _subject(commit.message), commit.author.time, files])
+        except Exception as exc:
+            out["commits"] = []
+            out["more"] = False
+            out["errors"].append(f"history: {_describe(exc)}")
+
+    return _with_repo(path, "history", work)
+
+
+def changes_half(path: str) -> dict[str, Any]:
+    """The numstat of ``base...HEAD`` (``changes``: path → undated entry) and the status (``uncommitted``)."""
+
+    def work(repo: pygit2.Repository, out: dict[str, Any]) -> None:
+        head = _head(repo, out)
+        out["changes"] = {}
+        out["uncommitted"] = []
+        if head is not None:
+            try:
+                base = _find_base(repo)
+                if base is not None and base != head.id:
+                    # ``git diff base...HEAD``: the merge base against HEAD. Unrelated histories have no merge
+                    # base, and git refuses the three-dot diff then: changes stay empty.
+                    merge_base = repo.merge_base(base, head.id)
+                    if merge_base is not None and merge_base != head.id:
+                        diff = repo[merge_base].peel(pygit2.Tree).diff_to_tree(head.tree, context_lines=0)
+                        diff.find_similar(flags=DiffFind.FIND_RENAMES)
+                        _fill_numstat(repo, diff, out["changes"])
+            except Exception as exc:
+                out["changes"] = {}
+                out["errors"].append(f"history: {_describe(exc)}")
+        if not repo.is_bare:
+            try:
+                out["uncommitted"] = _uncommitted(repo, head)
+            except Exception as exc:
+                out["errors"].append(f"status: {_describe(exc)}")
+
+    return _with_repo(path, "changes", work)
+
+
+def date_paths(path: str, undated: Iterable[str], skip: int) -> dict[str, int]:
+    """Author times for ``undated`` paths from the commits after the first ``skip`` of ``base..HEAD``.
+
+    Continues :func:`history_half`'s walk (up to the date-walk limit) for paths no listed commit touched:
+    each path gets the time of the newest commit that changes it.
+    """
+    wanted = set(undated)
+    found: dict[str, int] = {}
+
+    def work(repo: pygit2.Repository, out: dict[str, Any]) -> None:
+        head = _head(repo, out)
+        base = _find_base(repo) if head is not None else None
+        if head is None or base is None:
+            return
+        walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
+        walker.hide(base)
+        for walked, commit in enumerate(walker):
+            if walked >= _DATE_WALK_LIMIT or not wanted:
+                break
+            if walked < skip:
+                continue
+            for file_path in _commit_files(repo, commit):
+                if file_path in wanted:
+                    found[file_path] = commit.author.time
+                    wanted.discard(file_path)
+
+    _with_repo(path, "dates", work)
+    return found
+
+
+def combine(
+    path: str,
+    history: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    more_dates: Callable[[set[str]], Mapping[str, int]] | None = None,
+) -> dict[str, Any]:
+    """The work context (see :func:`extract_work_context`) from its two halves, which saw the same HEAD.
+
+    ``more_dates(undated)`` continues the walk for changed paths no listed commit touched (only called when
+    the walk stopped early).
+    """
+    result = _empty(path)
+    errors: list[str] = []
+    if history.get("failed") or changes.get("failed"):
+        result["error"] = "; ".join(dict.fromkeys([*history["errors"], *changes["errors"]]))
+        return result
+    result["branch"] = history.get("branch")
+    head_errors = [e for e in history["errors"] if e.startswith("head: ")]
+    errors += head_errors
+    history_errors = [e for e in (*history["errors"], *changes["errors"]) if e.startswith("history: ")]
+    if history_errors:
+        errors.append(history_errors[0])
+    elif history.get("head") is not None:
+        _fill_from_halves(result, history, changes, more_dates)
+    result["uncommitted_files"] = list(changes.get("uncommitted") or [])
+    errors += [e for e in changes["errors"] if e.startswith("status: ")]
+    if errors:
+        result["error"] = "; ".join(errors)
     return result
 
 
-def _extract(repo: pygit2.Repository, max_commits: int, result: dict[str, Any]) -> None:
-    errors: list[str] = []
-    head: pygit2.Commit | None = None
-    try:
-        if not repo.head_is_unborn:
-            head = repo.head.peel(pygit2.Commit)
-            if not repo.head_is_detached:
-                result["branch"] = repo.head.shorthand
-    except Exception as exc:
-        errors.append(f"head: {_describe(exc)}")
+def _fill_from_halves(
+    out: dict[str, Any],
+    history: Mapping[str, Any],
+    changes_half_result: Mapping[str, Any],
+    more_dates: Callable[[set[str]], Mapping[str, int]] | None,
+) -> None:
+    """Fill ``unmerged_commits``, ``changed_files`` and ``file_changes`` of ``out``."""
+    changes: dict[str, dict[str, Any]] = {p: dict(e) for p, e in changes_half_result["changes"].items()}
+    commits = history["commits"]
+    undated = set(changes)
+    for _sha, _subject_line, author_time, files in commits:
+        if not undated:
+            break
+        stamp: str | None = None
+        for file_path in files:
+            if file_path in undated:
+                stamp = stamp or _ts(author_time)
+                changes[file_path]["last_modified"] = stamp
+                undated.discard(file_path)
+    if undated and history.get("more") and more_dates is not None:
+        for file_path, author_time in more_dates(set(undated)).items():
+            if file_path in undated:
+                changes[file_path]["last_modified"] = _ts(author_time)
+                undated.discard(file_path)
+    if undated:
+        # Only reachable through an evil merge the combined diff missed, or the walk limit: fall back to
+        # the newest commit's date rather than leave the timestamp out.
+        newest = commits[0][2] if commits else history.get("head_time", 0)
+        fallback = _ts(newest)
+        for file_path in undated:
+            changes[file_path]["last_modified"] = fallback
 
-    if head is not None:
-        try:
-            _fill_history(repo, head, max(0, max_commits), result)
-        except Exception as exc:
-            result["unmerged_commits"], result["changed_files"], result["file_changes"] = [], [], []
-            errors.append(f"history: {_describe(exc)}")
-
-    if not repo.is_bare:
-        try:
-            result["uncommitted_files"] = _uncommitted(repo, head)
-        except Exception as exc:
-            errors.append(f"status: {_describe(exc)}")
-
-    if errors:
-        result["error"] = "; ".join(errors)
+    out["unmerged_commits"] = [
+        {"sha": sha, "message": subject, "files": files} for sha, subject, _t, files in commits
+    ]
+    out["changed_files"] = sorted(changes)
+    # Newest first, then by path. Timestamps share one fixed-width format, so text order is time order.
+    file_changes = sorted(changes.values(), key=lambda c: c["path"])
+    file_changes.sort(key=lambda c: c["last_modified"], reverse=True)
+    out["file_changes"] = file_changes
 
 
 def _find_base(repo: pygit2.Repository) -> pygit2.Oid | None:
@@ -283,59 +454,6 @@ def _find_base(repo: pygit2.Repository) -> pygit2.Oid | None:
         if ref is not None:
             return ref.peel(pygit2.Commit).id
     return None
-
-
-def _fill_history(
-    repo: pygit2.Repository, head: pygit2.Commit, max_commits: int, out: dict[str, Any]
-) -> None:
-    """Fill ``unmerged_commits``, ``changed_files`` and ``file_changes`` of ``out``."""
-    base = _find_base(repo)
-    if base is None or base == head.id:
-        return
-
-    # Numstat of base...HEAD: the merge base against HEAD (``git diff base...HEAD``). Unrelated histories
-    # have no merge base, and git refuses the three-dot diff then: changes stay empty.
-    changes: dict[str, dict[str, Any]] = {}
-    merge_base = repo.merge_base(base, head.id)
-    if merge_base is not None and merge_base != head.id:
-        diff = repo[merge_base].peel(pygit2.Tree).diff_to_tree(head.tree, context_lines=0)
-        diff.find_similar(flags=DiffFind.FIND_RENAMES)
-        _fill_numstat(repo, diff, changes)
-
-    undated = set(changes)
-    commits: list[dict[str, Any]] = []
-    walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
-    walker.hide(base)
-    newest_author_time: int | None = None
-    for walked, commit in enumerate(walker):
-        if walked >= max_commits and (not undated or walked >= _DATE_WALK_LIMIT):
-            break
-        files = _commit_files(repo, commit)
-        if newest_author_time is None:
-            newest_author_time = commit.author.time
-        if walked < max_commits:
-            commits.append({"sha": str(commit.id)[:12], "message": _subject(commit.message), "files": files})
-        if undated:
-            stamp: str | None = None
-            for file_path in files:
-                if file_path in undated:
-                    stamp = stamp or _ts(commit.author.time)
-                    changes[file_path]["last_modified"] = stamp
-                    undated.discard(file_path)
-
-    if undated:
-        # Only reachable through an evil merge the combined diff missed, or the walk limit: fall back to
-        # the newest commit's date rather than leave the timestamp out.
-        fallback = _ts(newest_author_time if newest_author_time is not None else head.author.time)
-        for file_path in undated:
-            changes[file_path]["last_modified"] = fallback
-
-    out["unmerged_commits"] = commits
-    out["changed_files"] = sorted(changes)
-    # Newest first, then by path. Timestamps share one fixed-width format, so text order is time order.
-    file_changes = sorted(changes.values(), key=lambda c: c["path"])
-    file_changes.sort(key=lambda c: c["last_modified"], reverse=True)
-    out["file_changes"] = file_changes
 
 
 def _fill_numstat(repo: pygit2.Repository, diff: pygit2.Diff, changes: dict[str, dict[str, Any]]) -> None:

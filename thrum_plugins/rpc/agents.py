@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -558,6 +559,12 @@ def thrum_register_services(register: Registrar) -> None:
 
 @hookimpl
 def thrum_shutdown(kernel: Kernel) -> Any:
-    if kernel.store is None:
-        return None
-    return flush_presence(kernel)
+    return _shut_down(kernel)
+
+
+async def _shut_down(kernel: Kernel) -> None:
+    pool = sys.modules.get("thrum_plugins.rpc._workctx_pool")  # loaded only if an extraction ever ran
+    if pool is not None:
+        await trio.to_thread.run_sync(pool.close_shared_pool)
+    if kernel.store is not None:
+        await flush_presence(kernel)
