@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from thrum_core.lifecycle import DaemonLock, pid_alive, read_pid_file
+from thrum_core.testing.daemon import wait_for
 
 DAEMON_DOWN = "thrum daemon is not running — start it with: thrum daemon start"
 
@@ -38,16 +39,6 @@ def thrum(
     return subprocess.run(
         ["thrum", *args], cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> bool:
-    """Poll ``predicate()`` every 20 ms until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class Daemons:

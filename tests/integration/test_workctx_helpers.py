@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from thrum_core.testing.daemon import DaemonProcess
+from thrum_core.testing.daemon import DaemonProcess, wait_for
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -45,15 +44,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait(condition: object, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _working_agent(daemon: DaemonProcess, root: Path) -> None:
     """An agent with a session in ``root`` on a feature branch, and two heartbeats (two extractions)."""
     subprocess.run(["git", "checkout", "-q", "-b", "feature"], cwd=root, check=True)
@@ -83,23 +73,23 @@ def test_helpers_start_on_first_use_and_stop_with_the_daemon(repo: ThrumRepo) ->
     try:
         assert _helpers_of(daemon.pid) == []  # nothing extracted yet: no helper
         _working_agent(daemon, repo.root)
-        assert _wait(lambda: len(_helpers_of(daemon.pid)) == 2)
+        assert wait_for(lambda: len(_helpers_of(daemon.pid)) == 2, timeout=20)
         helpers = _helpers_of(daemon.pid)
         with daemon.client() as c:
             (ctx,) = c.call("agent.listContext", {"file": "work.py"})["contexts"]
         assert ctx["changed_files"] == ["work.py"]
     finally:
         daemon.stop()
-    assert _wait(lambda: not any(_alive(pid) for pid in helpers))
+    assert wait_for(lambda: not any(_alive(pid) for pid in helpers), timeout=20)
 
 
 def test_helpers_exit_when_the_daemon_is_killed(repo: ThrumRepo) -> None:
     daemon = DaemonProcess(repo).start()
     try:
         _working_agent(daemon, repo.root)
-        assert _wait(lambda: len(_helpers_of(daemon.pid)) == 2)
+        assert wait_for(lambda: len(_helpers_of(daemon.pid)) == 2, timeout=20)
         helpers = _helpers_of(daemon.pid)
         os.kill(daemon.pid, signal.SIGKILL)
-        assert _wait(lambda: not any(_alive(pid) for pid in helpers))
+        assert wait_for(lambda: not any(_alive(pid) for pid in helpers), timeout=20)
     finally:
         daemon.stop()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from thrum_core.client import Client
@@ -26,6 +26,17 @@ from thrum_core.testing.plugins import clean_environ, write_entry_point_dist
 from thrum_core.testing.repo import ThrumRepo
 
 TEST_DIST = "thrum-test-plugins"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate()`` every ``interval`` seconds until it is true (``True``) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 class DaemonProcess:

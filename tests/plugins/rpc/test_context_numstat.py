@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,7 @@ from thrum_plugins.rpc._workctx import extract_work_context
 
 from .gitcli import Git
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    _workctx.clear_caches()
-    yield
-    _workctx.clear_caches()
+pytestmark = pytest.mark.usefixtures("fresh_workctx_caches")
 
 
 def _text(i: int, rev: int = 0, lines: int = 30) -> str:

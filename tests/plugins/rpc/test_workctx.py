@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from hypothesis import strategies as st
 
 from thrum_plugins.rpc import _workctx
 from thrum_plugins.rpc._workctx import extract_work_context, file_state
+
+pytestmark = pytest.mark.usefixtures("fresh_workctx_caches")
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -65,13 +66,6 @@ class Git:
         self("add", "--all", *(paths or ["."]))
         self("commit", "-q", "--allow-empty", "-m", message, date=date)
         return self("rev-parse", "HEAD").strip()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    _workctx.clear_caches()
-    yield
-    _workctx.clear_caches()
 
 
 @pytest.fixture

@@ -21,14 +21,9 @@ from thrum_plugins.rpc._workctx_pool import WorkContextPool
 
 from .gitcli import Git
 
+pytestmark = pytest.mark.usefixtures("fresh_workctx_caches")
+
 READY_S = 30.0
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    _workctx.clear_caches()
-    yield
-    _workctx.clear_caches()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,7 @@ from thrum_plugins.rpc._workctx import extract_work_context
 
 from .gitcli import Git
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    _workctx.clear_caches()
-    yield
-    _workctx.clear_caches()
+pytestmark = pytest.mark.usefixtures("fresh_workctx_caches")
 
 
 def _git_files(g: Git, sha: str, parents: int) -> list[str]:
