@@ -1,7 +1,12 @@
 """Benchmark of the event store: durable appends, group commit, rebuild, memory.
 
 Prints numbers (wall time and the process's CPU time per event, which is what
-to compare on a loaded machine); asserts nothing.  Run from the repository root::
+to compare on a loaded machine); asserts nothing.  The CPU time leaves out the
+kernel's own threads: where the writer syncs through native AIO
+(``thrum_core.events.log.KernelSync``) the ``fdatasync`` work (~70 µs per call
+on the VM this was tuned on) runs on a kernel worker and is not counted, so
+compare CPU per event only between runs that both use it (or both do not).
+Run from the repository root::
 
     python bench/eventstore.py [--events 1000000] [--seconds 3] [--dir DIR]
 
