@@ -496,7 +496,11 @@ class _Ctx(ApplyContext):
         self.daemon_id = proj.daemon_id
 
     def provide(self, key: str) -> None:
-        self._proj._provided.append(key)
+        # Only a key some event waits on is worth resolving (_resolve skips the
+        # others): a rebuild's every message.create provides one.
+        proj = self._proj
+        if key in proj._pending_keys:
+            proj._provided.append(key)
 
     def tombstones_changed(self) -> None:
         self._proj._filter_stale = True

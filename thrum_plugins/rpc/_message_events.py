@@ -53,6 +53,7 @@ from thrum_plugins.rpc._message_schema import (
     restore_late_indexes,
 )
 from thrum_plugins.rpc._message_visibility import (
+    Audience,
     audience_of,
     insert_viewers,
     message_viewers,
@@ -281,15 +282,183 @@ def _note_replies(bits: bytearray, refs: list[tuple[str, str]]) -> None:
             bits[h >> 3] |= 1 << (h & 7)
 
 
+#: ``ctx.memo`` key of the rebuild's ``(replied bitmap, bulk_rows, rebuilt_messages)``
+#: of the write connection (looked up once per rebuild, not once per event).
+_REBUILD_STATE_MEMO = "messages.rebuild_state"
+#: ``(scopes, refs, recipients)`` → ``(audience, scopes_json, refs_json)`` of the
+#: rebuild's new messages: most messages of a log share a few addressings.
+_ADDRESSING: dict[
+    tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[str, ...]],
+    tuple[Audience, str | int, str | int],
+] = {}
+#: Entries of :data:`_ADDRESSING`, at most (it is emptied when full).
+_ADDRESSING_MAX = 4096
+
+
+_RebuildState = tuple[bytearray, dict[str, list[tuple[Any, ...]]], set[str]]
+
+
+def _rebuild_state(memo: dict[str, Any], db: sqlite3.Connection) -> _RebuildState:
+    """The rebuild's replied bitmap, :func:`bulk_rows` and :func:`rebuilt_messages`, kept in ``memo``.
+
+    The queue and the set keep their objects for the whole rebuild (only the
+    start hook discards them, and the memo is cleared after it).
+    """
+    state: _RebuildState = (_replied_bits(memo), bulk_rows(db), rebuilt_messages(db))
+    memo[_REBUILD_STATE_MEMO] = state
+    return state
+
+
+def _one_pair(value: Any) -> list[tuple[str, str]]:
+    """:func:`_pairs` of ``value``, with a shortcut for the common list of one object."""
+    if type(value) is list and len(value) == 1:
+        item = value[0]
+        if type(item) is dict:
+            t, v = item.get("type"), item.get("value")
+            if type(t) is str and type(v) is str and t and v:
+                return [(t, v)]
+    return _pairs(value) if value is not None else []
+
+
+def _create_in_rebuild(ctx: ApplyContext, ev: StoredEvent) -> bool:
+    """The rebuild's common ``message.create``: insert a new message, queue its other rows.
+
+    Returns ``False``, having written nothing, when the general path of
+    :func:`reduce_create` must handle the event: a required field is missing,
+    a reply seen earlier may name the message (the ``reply_to`` bitmap), or
+    the message is already stored (the insert did nothing).  Gives the rows
+    the general path gives.
+    """
+    o = ev.obj
+    message_id = o.get("message_id")
+    author = o.get("agent_id")
+    if type(message_id) is not str or not message_id or type(author) is not str or not author:
+        return False
+    thread_id = o.get("thread_id")
+    if type(thread_id) is not str or not thread_id:
+        thread_id = None
+    memo = ctx.memo
+    state = memo.get(_REBUILD_STATE_MEMO)
+    db = ctx.db
+    if state is None:
+        state = _rebuild_state(memo, db)
+    bits, queue, known = state
+    h = hash(message_id) & (_REPLIED_BITS - 1)
+    if thread_id is None and bits[h >> 3] & (1 << (h & 7)):
+        return False  # a reply seen earlier may name it: the general path derives its thread
+    body = o.get("body")
+    if type(body) is dict and body.get("structured") is None:
+        fmt = body.get("format")
+        content = body.get("content")
+        fmt = fmt if isinstance(fmt, str) and fmt else "markdown"
+        content = content if isinstance(content, str) else ""
+        structured = None
+    else:
+        fmt, content, structured = body_fields(body)
+    scopes = _one_pair(o.get("scopes"))
+    refs = _one_pair(o.get("refs"))
+    raw_recipients = o.get("recipients")
+    if type(raw_recipients) is list and len(raw_recipients) == 1:
+        r0 = raw_recipients[0]
+        recipients = [r0] if isinstance(r0, str) and r0 else []
+    elif isinstance(raw_recipients, list):
+        recipients = sorted({r for r in raw_recipients if isinstance(r, str) and r})
+    else:
+        recipients = []
+    key = (tuple(scopes), tuple(refs), tuple(recipients))
+    addressing = _ADDRESSING.get(key)
+    if addressing is None:
+        if len(_ADDRESSING) >= _ADDRESSING_MAX:
+            _ADDRESSING.clear()
+        addressing = _ADDRESSING[key] = (
+            audience_of(scopes, refs, recipients),
+            _pairs_json(scopes) or 0,
+            _pairs_json(refs) or 0,
+        )
+    audience, scopes_json, refs_json = addressing
+    reply_to = next((v for t, v in refs if t == "reply_to"), None) if refs else None
+    ts = o.get("timestamp")
+    created_ns = ev.ts_ns
+    session_id = o.get("session_id")
+    authored_by = o.get("authored_by")
+    params = (
+        message_id,
+        thread_id or 0,
+        reply_to or 0,
+        author,
+        session_id if type(session_id) is str else (_text(session_id) or ""),
+        format_parsed_ts(ts, created_ns) if type(ts) is str else format_ts(created_ns),
+        created_ns,
+        ev.k,
+        fmt,
+        content,
+        structured or 0,
+        (authored_by if type(authored_by) is str else _text(authored_by)) or 0,
+        1 if o.get("disclosed") is True else 0,
+        1 if audience.addressed else 0,
+        ev.origin_daemon,
+        1 if audience.star else 0,
+        0,  # thread_k: the thread is the event's own
+        scopes_json,
+        refs_json,
+        len(recipients),
+    )
+    if db.execute(_INSERT_MESSAGE_NEW, params).rowcount != 1:
+        return False  # already stored: the general path keeps the earliest create
+    # A new message in a rebuild: its rows of the tables no reducer reads are
+    # queued and written in bulk (see bulk_rows).
+    if len(known) >= KNOWN_MESSAGES_MAX:
+        known.clear()
+    known.add(message_id)
+    n = memo.get(_QUEUED_MEMO, 0)
+    if recipients:
+        rows = queue.get(_INSERT_RECIPIENT)
+        if rows is None:
+            rows = queue[_INSERT_RECIPIENT] = []
+        rows += [(message_id, r) for r in recipients]
+        n += len(recipients)
+    if scopes:
+        rows = queue.get(_INSERT_SCOPE)
+        if rows is None:
+            rows = queue[_INSERT_SCOPE] = []
+        rows += [(message_id, t, v) for t, v in scopes]
+        n += len(scopes)
+    if refs:
+        rows = queue.get(_INSERT_REF)
+        if rows is None:
+            rows = queue[_INSERT_REF] = []
+        rows += [(message_id, t, v) for t, v in refs]
+        n += len(refs)
+    if not audience.star and audience.keys:
+        rows = queue.get(_INSERT_AUDIENCE)
+        if rows is None:
+            rows = queue[_INSERT_AUDIENCE] = []
+        rows += [(k, created_ns, message_id) for k in audience.keys]
+        n += len(audience.keys)
+    if n >= BULK_FLUSH_ROWS:
+        flush_bulk_rows(db)
+        n = 0
+    memo[_QUEUED_MEMO] = n
+    if reply_to is not None:
+        _note_replies(bits, refs)
+        if thread_id is not None:
+            _give_parent_thread(db, reply_to, thread_id, ev.k)
+    ctx.provide(f"message:{message_id}")
+    return True
+
+
 def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     """Insert the message with its scopes, refs, recipients and inbox rows (SPEC §7.3).
 
-    During a full rebuild (``ctx.rebuilding``) the common case skips the probe
-    of the stored message: the row is inserted with ``ON CONFLICT DO
-    NOTHING`` (a conflict falls back to the general path), and whether an
-    earlier reply names the message is answered by a bitmap of the
-    ``reply_to`` values seen in this rebuild (a set bit means "look it up").
+    During a full rebuild (``ctx.rebuilding``) the common case is
+    :func:`_create_in_rebuild`: it skips the probe of the stored message (the
+    row is inserted with ``ON CONFLICT DO NOTHING``; a conflict falls back to
+    the general path), and whether an earlier reply names the message is
+    answered by a bitmap of the ``reply_to`` values seen in this rebuild (a
+    set bit means "look it up").
     """
+    if ctx.rebuilding and _create_in_rebuild(ctx, ev):
+        return None
     o = ev.obj
     message_id = _require(ev, "message_id")
     author = _require(ev, "agent_id")
@@ -309,50 +478,7 @@ def reduce_create(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     thread_id = _text(o.get("thread_id"))
     created_ns = ev.ts_ns
     star = 1 if audience.star else 0
-    inserted = False
-    bits: bytearray | None = None
-    if bulk:
-        bits = _replied_bits(ctx.memo)
-        h = hash(message_id) & (_REPLIED_BITS - 1)
-        if thread_id is not None or not bits[h >> 3] & (1 << (h & 7)):
-            # no reply can name it: the thread is the event's own
-            values = _create_values(o, ev, author, body, audience, reply_to, thread_id, None, 0)
-            values += (_pairs_json(scopes) or 0, _pairs_json(refs) or 0, len(recipients))
-            inserted = db.execute(_INSERT_MESSAGE_NEW, (message_id, *values)).rowcount == 1
-    if inserted:
-        # A new message in a rebuild: its rows of the tables no reducer reads
-        # are queued and written in bulk (see bulk_rows).
-        queue = bulk_rows(db)
-        known = rebuilt_messages(db)
-        if len(known) >= KNOWN_MESSAGES_MAX:
-            known.clear()
-        known.add(message_id)
-        n = 0
-        if recipients:
-            queue.setdefault(_INSERT_RECIPIENT, []).extend([(message_id, r) for r in recipients])
-            n += len(recipients)
-        if scopes:
-            queue.setdefault(_INSERT_SCOPE, []).extend([(message_id, t, v) for t, v in scopes])
-            n += len(scopes)
-        if refs:
-            queue.setdefault(_INSERT_REF, []).extend([(message_id, t, v) for t, v in refs])
-            n += len(refs)
-        if not audience.star and audience.keys:
-            queue.setdefault(_INSERT_AUDIENCE, []).extend(
-                [(key, created_ns, message_id) for key in audience.keys]
-            )
-            n += len(audience.keys)
-        n += ctx.memo.get(_QUEUED_MEMO, 0)
-        if n >= BULK_FLUSH_ROWS:
-            flush_bulk_rows(db)
-            n = 0
-        ctx.memo[_QUEUED_MEMO] = n
-        if reply_to is not None and bits is not None:
-            _note_replies(bits, refs)
-        if reply_to is not None and thread_id is not None:
-            _give_parent_thread(db, reply_to, thread_id, ev.k)
-        ctx.provide(pending_key(message_id))
-        return None
+    bits = _replied_bits(ctx.memo) if bulk else None
     if bulk:
         flush_bulk_rows(db)  # the probe reads message_refs, and an update rewrites the rows
     else:
@@ -522,9 +648,15 @@ def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
             text = format_parsed_ts(read_at, read_ns)
         params = (message_id, reader, text, read_ns, _text(o.get("session_id")), ev.event_id)
         if ctx.rebuilding:
-            if message_id in rebuilt_messages(db):
-                bulk_rows(db).setdefault(_UPSERT_READ, []).append(params)
-                memo = ctx.memo
+            memo = ctx.memo
+            state = memo.get(_REBUILD_STATE_MEMO)
+            if state is None:
+                state = _rebuild_state(memo, db)
+            if message_id in state[2]:
+                rows = state[1].get(_UPSERT_READ)
+                if rows is None:
+                    rows = state[1][_UPSERT_READ] = []
+                rows.append(params)
                 n = memo.get(_QUEUED_MEMO, 0) + 1
                 if n >= BULK_FLUSH_ROWS:
                     flush_bulk_rows(db)

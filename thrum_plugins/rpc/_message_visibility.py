@@ -309,12 +309,18 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
 
 
 def recompute_agent(
-    db: sqlite3.Connection, agent_id: str, groups_of: Mapping[str, set[str]] | None = None
+    db: sqlite3.Connection,
+    agent_id: str,
+    groups_of: Mapping[str, set[str]] | None = None,
+    *,
+    fresh: bool = False,
 ) -> None:
     """Bring the ``dyn`` rows and the broadcast recipient rows of one agent up to date.
 
     ``groups_of`` (from :func:`_groups_by_agent`) spares the group expansions
-    when many agents are recomputed together.
+    when many agents are recomputed together.  ``fresh``: the agent has no
+    ``dyn`` row and no broadcast recipient row yet (:func:`rebuild_finish`
+    of a registered agent), so the agent's current rows are not read.
     """
     info = agent_info(db, agent_id)
     # dynamic visibility of non-broadcast messages
@@ -331,7 +337,11 @@ def recompute_agent(
                 (*chunk, info.registered_ns),
             ):
                 desired[mid] = (ns, 0, deleted)
-    current = {r[0] for r in db.execute("SELECT message_id FROM inbox WHERE viewer=? AND dyn=1", (agent_id,))}
+    current: set[str] = (
+        set()
+        if fresh
+        else {r[0] for r in db.execute("SELECT message_id FROM inbox WHERE viewer=? AND dyn=1", (agent_id,))}
+    )
     _set_flag(db, agent_id, [(m, *desired[m]) for m in sorted(set(desired) - current)], "dyn")
     _clear_flag(db, agent_id, sorted(current - set(desired)), "dyn")
     # broadcasts addressed to the agent before it registered
@@ -345,21 +355,30 @@ def recompute_agent(
             (agent_id, reg),
         )
     }
-    have = {
-        r[0]
-        for r in db.execute("SELECT message_id FROM inbox WHERE viewer=? AND star=1 AND rcpt=1", (agent_id,))
-    }
+    have: set[str] = (
+        set()
+        if fresh
+        else {
+            r[0]
+            for r in db.execute(
+                "SELECT message_id FROM inbox WHERE viewer=? AND star=1 AND rcpt=1", (agent_id,)
+            )
+        }
+    )
     _set_flag(db, agent_id, [(m, *want[m]) for m in sorted(set(want) - have)], "rcpt")
     _clear_flag(db, agent_id, sorted(have - set(want)), "rcpt")
 
 
-def process_dirty(db: sqlite3.Connection, memo: dict[str, Any] | None = None) -> int:
-    """Recompute every agent in ``vis_dirty`` and empty it; return how many were processed."""
+def process_dirty(db: sqlite3.Connection, memo: dict[str, Any] | None = None, *, fresh: bool = False) -> int:
+    """Recompute every agent in ``vis_dirty`` and empty it; return how many were processed.
+
+    ``fresh``: see :func:`recompute_agent` (every agent in ``vis_dirty`` must be in that state).
+    """
     ensure_agent_watch(db, memo)
     dirty = [r[0] for r in db.execute("SELECT agent_id FROM vis_dirty")]
     groups_of = _groups_by_agent(db) if len(dirty) > 1 else None
     for agent_id in dirty:
-        recompute_agent(db, agent_id, groups_of)
+        recompute_agent(db, agent_id, groups_of, fresh=fresh)
     if dirty:
         db.execute("DELETE FROM vis_dirty")
     return len(dirty)
@@ -435,8 +454,12 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
     )
     if has_agents:
         ensure_agent_watch(db)
-        db.execute("INSERT OR IGNORE INTO vis_dirty(agent_id) SELECT agent_id FROM agents")
-        process_dirty(db)
+        # Every registered agent is recomputed, and so far none has a dyn row
+        # or a recipient row of a broadcast (the statement above gave those to
+        # unregistered agents only, whose recomputation would change nothing).
+        db.execute("DELETE FROM vis_dirty")
+        db.execute("INSERT INTO vis_dirty(agent_id) SELECT agent_id FROM agents")
+        process_dirty(db, fresh=True)
     else:
         _dyn_without_agents(db)
     # Reads: a broadcast's reader gets a row (or its row is marked read); a
