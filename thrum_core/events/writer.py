@@ -505,11 +505,12 @@ class BatchProcessor:
                 proj.commit()
                 self._after_commit()
                 return stats.events
-            except ThrumError:
-                if not applied:  # the fsyncs still run: never leave them behind
-                    syncs.wait()
-                raise
             except Exception as exc:
+                if applied and isinstance(exc, ThrumError):
+                    raise  # the fsync failed: the files were cut back and nothing was projected
+                # Projecting failed before the fsync was collected: the lines are still made
+                # durable below, and a catch-up from the log projects them (or reports them
+                # durable), so a caller never retries an event that is already in the log.
                 log.exception("projecting a writer batch failed; catching up from the log")
                 first_error = exc
                 proj.end_ingest()

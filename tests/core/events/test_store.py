@@ -8,6 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -319,6 +320,31 @@ async def test_projection_failure_is_degraded_then_recovers(running: EventStore,
     (ev,) = await running.submit([note("n2")])
     assert ev.state == "applied" and not running.degraded
     assert row(running, eid)[1] == "applied"  # the earlier event was caught up
+    assert [r[0] for r in dump_tables(running.reader())["p_test_notes"]] == ["n1", "n2"]
+
+
+async def test_a_thrum_error_while_projecting_is_caught_up_not_reported_lost(
+    running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lines of a batch whose projection raised are durable: caught up, the caller answered."""
+    from thrum_core.events.projection import Projection
+
+    real = Projection.apply_rows
+    calls = {"n": 0}
+
+    def failing_once(self: Projection, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ThrumError("the projection refused the batch")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Projection, "apply_rows", failing_once)
+    (ev,) = await running.submit([note("n1")])
+    assert ev.state == "applied" and not running.degraded
+    assert len(file_lines(paths, "messages/alice.jsonl")) == 1  # once: nothing to retry
+    assert not running.projection.conn.in_transaction
+    (ev2,) = await running.submit([note("n2")])
+    assert ev2.state == "applied"
     assert [r[0] for r in dump_tables(running.reader())["p_test_notes"]] == ["n1", "n2"]
 
 
