@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -37,6 +38,7 @@ import trio
 
 from thrum_core.errors import InternalError
 from thrum_core.events import projection as _projection
+from thrum_core.events.checkpoint import Checkpointer
 from thrum_core.events.log import AppendLog, TornRepair, list_log_files, repair_torn
 from thrum_core.events.projection import (
     IngestStats,
@@ -211,6 +213,7 @@ class EventStore:
         self._proj: Projection | None = None
         self._processor: BatchProcessor | None = None
         self._writer: Writer | None = None
+        self._checkpointer: Checkpointer | None = None
         self._appender: AppendLog | None = None
         self._in_exclusive = False
         self._readers: list[sqlite3.Connection] = []
@@ -347,7 +350,12 @@ class EventStore:
         if self._processor is None:
             raise RuntimeError("open the event store before running its writer")
         self._writer = Writer(self._processor, on_applied=self.on_applied)
-        await self._writer.run(task_status=task_status)
+        checkpointer = self._checkpointer = Checkpointer(self.projection.conn, Path(self.paths.db_path))
+        checkpointer.start()
+        try:
+            await self._writer.run(task_status=task_status)
+        finally:
+            checkpointer.stop()
 
     async def stop_writer(self) -> None:
         """Stop accepting submissions, drain the queue and wait for the writer to return."""
@@ -534,7 +542,9 @@ class EventStore:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._rebuild_body(progress)
+            checkpointer = self._checkpointer
+            with checkpointer.suspended() if checkpointer is not None else nullcontext():
+                return self._rebuild_body(progress)
         finally:
             if collecting:
                 gc.enable()

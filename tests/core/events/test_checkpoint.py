@@ -1,0 +1,73 @@
+"""WAL checkpoints from the checkpoint thread while the writer runs (``thrum_core.events.checkpoint``)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import trio
+from events_testtypes import note
+
+from thrum_core.events.checkpoint import AUTOCHECKPOINT_PAGES
+from thrum_core.events.store import EventStore
+from thrum_core.paths import ThrumPaths
+
+
+def _autocheckpoint(store: EventStore) -> int:
+    return int(store.projection.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+def _wal_frames(paths: ThrumPaths) -> int:
+    """Frames in the WAL now (a checkpoint from a connection of our own, which copies what it can)."""
+    conn = sqlite3.connect(paths.db_path, isolation_level=None)
+    try:
+        _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        conn.close()
+    return int(frames)
+
+
+async def test_the_thread_checkpoints_instead_of_the_commits(running: EventStore, paths: ThrumPaths) -> None:
+    assert _autocheckpoint(running) == 0  # no commit pays for a checkpoint
+    checkpointer = running._checkpointer
+    assert checkpointer is not None and checkpointer.running
+    for i in range(600):  # several thousand WAL frames: more than SQLite's own threshold
+        await running.submit([note(f"n{i}", text="x" * 2000)])
+        if i % 100 == 99:
+            await trio.sleep(0.12)  # the thread's turn (it checkpoints every 50 ms)
+    assert checkpointer.checkpoints > 0
+    # The WAL was copied and restarted along the way: it never holds the whole run.
+    assert _wal_frames(paths) < AUTOCHECKPOINT_PAGES
+    assert running.reader().execute("SELECT COUNT(*) FROM p_test_notes").fetchone()[0] == 600
+
+
+async def test_a_rebuild_gets_sqlites_checkpoints_back_for_its_duration(running: EventStore) -> None:
+    await running.submit([note("n1")])
+    during: list[int] = []
+
+    def rebuild() -> None:
+        original = running._rebuild_body
+
+        def body(progress: object) -> object:
+            during.append(_autocheckpoint(running))
+            return original(progress)  # type: ignore[arg-type]
+
+        running._rebuild_body = body  # type: ignore[method-assign]
+        try:
+            running.rebuild()
+        finally:
+            del running._rebuild_body
+
+    await running.run_exclusive(rebuild)
+    assert during == [AUTOCHECKPOINT_PAGES]
+    assert _autocheckpoint(running) == 0
+    (ev,) = await running.submit([note("n2")])
+    assert ev.state == "applied"
+
+
+async def test_stopping_the_writer_gives_the_connection_its_checkpoints_back(store: EventStore) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run_writer)
+        assert _autocheckpoint(store) == 0
+        await store.stop_writer()
+    assert _autocheckpoint(store) == AUTOCHECKPOINT_PAGES
+    assert store._checkpointer is not None and not store._checkpointer.running
