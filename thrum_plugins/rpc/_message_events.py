@@ -320,6 +320,14 @@ def _one_pair(value: Any) -> list[tuple[str, str]]:
     return _pairs(value) if value is not None else []
 
 
+def _queued(queue: dict[str, list[Any]], sql: str) -> list[Any]:
+    """The rows queued for ``sql`` (a new list the first time; cheaper than ``setdefault``'s)."""
+    rows = queue.get(sql)
+    if rows is None:
+        rows = queue[sql] = []
+    return rows
+
+
 def _create_in_rebuild(ctx: ApplyContext, ev: StoredEvent) -> bool:
     """The rebuild's common ``message.create``: insert a new message, queue its other rows.
 
@@ -412,28 +420,16 @@ def _create_in_rebuild(ctx: ApplyContext, ev: StoredEvent) -> bool:
     known.add(message_id)
     n = memo.get(_QUEUED_MEMO, 0)
     if recipients:
-        rows = queue.get(_INSERT_RECIPIENT)
-        if rows is None:
-            rows = queue[_INSERT_RECIPIENT] = []
-        rows += [(message_id, r) for r in recipients]
+        _queued(queue, _INSERT_RECIPIENT).extend([(message_id, r) for r in recipients])
         n += len(recipients)
     if scopes:
-        rows = queue.get(_INSERT_SCOPE)
-        if rows is None:
-            rows = queue[_INSERT_SCOPE] = []
-        rows += [(message_id, t, v) for t, v in scopes]
+        _queued(queue, _INSERT_SCOPE).extend([(message_id, t, v) for t, v in scopes])
         n += len(scopes)
     if refs:
-        rows = queue.get(_INSERT_REF)
-        if rows is None:
-            rows = queue[_INSERT_REF] = []
-        rows += [(message_id, t, v) for t, v in refs]
+        _queued(queue, _INSERT_REF).extend([(message_id, t, v) for t, v in refs])
         n += len(refs)
     if not audience.star and audience.keys:
-        rows = queue.get(_INSERT_AUDIENCE)
-        if rows is None:
-            rows = queue[_INSERT_AUDIENCE] = []
-        rows += [(k, created_ns, message_id) for k in audience.keys]
+        _queued(queue, _INSERT_AUDIENCE).extend([(k, created_ns, message_id) for k in audience.keys])
         n += len(audience.keys)
     if n >= BULK_FLUSH_ROWS:
         flush_bulk_rows(db)

@@ -51,7 +51,7 @@ async def test_a_rebuild_gets_sqlites_checkpoints_back_for_its_duration(running:
             during.append(_autocheckpoint(running))
             return original(progress)  # type: ignore[arg-type]
 
-        running._rebuild_body = body  # type: ignore[method-assign]
+        running._rebuild_body = body  # type: ignore[method-assign,assignment]
         try:
             running.rebuild()
         finally:

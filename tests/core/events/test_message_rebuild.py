@@ -18,40 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from events_testtypes import make_paths
+from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, open_store
 
-from thrum_core.events.store import EventStore
-from thrum_core.events.types import EventTypeRegistry
 from thrum_core.ids import ulid_str
-from thrum_core.testing import make_test_pm
 from thrum_core.timefmt import format_ts
 
-PLUGINS = ("rpc.agents", "rpc.messages", "rpc.groups")
-BASE = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
-SEC = 1_000_000_000
-TABLES = (
-    "messages",
-    "message_scopes",
-    "message_refs",
-    "message_recipients",
-    "message_reads",
-    "message_edits",
-    "message_audience",
-    "inbox",
-    "inbox_counts",
-    "star_hours",
-    "agents",
-    "sessions",
-)
-
-
-def open_store(root: Path) -> EventStore:
-    pm = make_test_pm(PLUGINS)
-    registry = EventTypeRegistry()
-    pm.call_each("thrum_register_event_types", lambda plugin: {"register": registry.bound(plugin)})
-    store = EventStore(make_paths(root), registry, "d_TEST")
-    store.open()
-    return store
+TABLES = (*MESSAGE_TABLES, "agents", "sessions")
 
 
 def scenario(seed: int) -> list[dict[str, Any]]:
@@ -139,13 +111,7 @@ def scenario(seed: int) -> list[dict[str, Any]]:
 
 def dump(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of :data:`TABLES`, sorted; counts of 0 (which the live path leaves behind) left out."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    counts = ("inbox_counts", "star_hours")
-    return {
-        t: sorted((tuple(r) for r in conn.execute(f"SELECT * FROM {t}") if t not in counts or r[-1]), key=str)
-        for t in TABLES
-        if t in tables
-    }
+    return dump_tables(conn, TABLES)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -12,29 +12,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from events_testtypes import make_paths
+from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, open_store
 
-from thrum_core.events.store import EventStore
-from thrum_core.events.types import EventTypeRegistry
 from thrum_core.ids import ulid_str
-from thrum_core.testing import make_test_pm
 from thrum_core.timefmt import format_ts
-
-PLUGINS = ("rpc.agents", "rpc.messages", "rpc.groups")
-BASE = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
-SEC = 1_000_000_000
-TABLES = (
-    "messages",
-    "message_scopes",
-    "message_refs",
-    "message_recipients",
-    "message_reads",
-    "message_edits",
-    "message_audience",
-    "inbox",
-    "inbox_counts",
-    "star_hours",
-)
 
 #: Fields of ``message.create`` events besides the envelope, ``message_id`` and ``agent_id``.
 SHAPES: list[dict[str, Any]] = [
@@ -69,22 +50,9 @@ SHAPES: list[dict[str, Any]] = [
 ]
 
 
-def open_store(root: Path) -> EventStore:
-    pm = make_test_pm(PLUGINS)
-    registry = EventTypeRegistry()
-    pm.call_each("thrum_register_event_types", lambda plugin: {"register": registry.bound(plugin)})
-    store = EventStore(make_paths(root), registry, "d_TEST")
-    store.open()
-    return store
-
-
 def dump(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of :data:`TABLES` and the event states (counts of 0 left out: the live path leaves them)."""
-    counts = ("inbox_counts", "star_hours")
-    out = {
-        t: sorted((tuple(r) for r in conn.execute(f"SELECT * FROM {t}") if t not in counts or r[-1]), key=str)
-        for t in TABLES
-    }
+    """Every row of the messaging tables, and the event states (counts of 0 left out)."""
+    out = dump_tables(conn, MESSAGE_TABLES)
     out["events"] = sorted(tuple(r) for r in conn.execute("SELECT event_id, state, waits_for FROM events"))
     return out
 
