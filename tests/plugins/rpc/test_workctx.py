@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,64 +15,21 @@ from hypothesis import strategies as st
 from thrum_plugins.rpc import _workctx
 from thrum_plugins.rpc._workctx import extract_work_context, file_state
 
+from .gitcli import T0, Git
+
 pytestmark = pytest.mark.usefixtures("fresh_workctx_caches")
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
 def ts(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class Git:
-    """A real repository driven through the git CLI (test set-up only)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.clock = T0
-
-    def __call__(self, *args: str, date: int | None = None, cwd: Path | None = None) -> str:
-        env = {
-            **os.environ,
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_AUTHOR_NAME": "Tester",
-            "GIT_AUTHOR_EMAIL": "tester@example.invalid",
-            "GIT_COMMITTER_NAME": "Tester",
-            "GIT_COMMITTER_EMAIL": "tester@example.invalid",
-        }
-        when = self.clock if date is None else date
-        env["GIT_AUTHOR_DATE"] = f"@{when} +0200"
-        # A committer date unlike the author date shows which one ``last_modified`` uses.
-        env["GIT_COMMITTER_DATE"] = f"@{when + 7} +0000"
-        done = subprocess.run(
-            ["git", *args], cwd=cwd or self.path, env=env, capture_output=True, text=True, check=True
-        )
-        return done.stdout
-
-    def write(self, rel: str, text: str | bytes) -> None:
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(text, bytes):
-            target.write_bytes(text)
-        else:
-            target.write_text(text)
-
-    def commit(self, message: str, *paths: str, date: int | None = None) -> str:
-        """Stage ``paths`` (everything when none) and commit; returns the full sha."""
-        self.clock += 60
-        self("add", "--all", *(paths or ["."]))
-        self("commit", "-q", "--allow-empty", "-m", message, date=date)
-        return self("rev-parse", "HEAD").strip()
-
-
 @pytest.fixture
 def git(tmp_path: Path) -> Git:
     """A repository on ``main`` with three committed files, then on branch ``feature``."""
     g = Git(tmp_path / "repo")
-    g.path.mkdir()
-    g("init", "-q", "-b", "main")
     g.write("src/app.py", "".join(f"line {n}\n" for n in range(10)))
     g.write("src/util.py", "def util():\n    return 1\n")
     g.write("README.md", "# readme\n")
@@ -146,8 +102,6 @@ def test_detached_head_has_no_branch(git: Git) -> None:
 
 def test_unborn_head_has_no_branch_but_reports_status(tmp_path: Path) -> None:
     g = Git(tmp_path / "fresh")
-    g.path.mkdir()
-    g("init", "-q", "-b", "main")
     g.write("new.txt", "x\n")
     g("add", "new.txt")
     g.write("loose.txt", "y\n")
@@ -196,9 +150,7 @@ def test_origin_main_is_preferred_over_local_main(git: Git) -> None:
 
 
 def test_no_base_leaves_history_fields_empty(tmp_path: Path) -> None:
-    g = Git(tmp_path / "trunk")
-    g.path.mkdir()
-    g("init", "-q", "-b", "trunk")
+    g = Git(tmp_path / "trunk", init="trunk")
     g.write("a.txt", "a\n")
     g.commit("one")
     g.write("a.txt", "b\n")
@@ -475,7 +427,7 @@ def test_linked_worktree(git: Git, tmp_path: Path) -> None:
     feature_sha = git.commit("feature work")
     linked = tmp_path / "linked"
     git("worktree", "add", "-q", "-b", "topic", str(linked), "feature")
-    lg = Git(linked)
+    lg = Git(linked, init=None)
     lg.write("topic.txt", "t\n")
     topic_sha = lg.commit("topic work")
     lg.write("scratch.txt", "s\n")
@@ -597,8 +549,6 @@ def test_agrees_with_git_cli(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int]]
 ) -> None:
     g = Git(tmp_path_factory.mktemp("prop") / "repo")
-    g.path.mkdir()
-    g("init", "-q", "-b", "main")
     for name in _NAMES:
         g.write(name, "".join(f"{name} {n}\n" for n in range(12)))
     g.commit("base")
