@@ -13,21 +13,7 @@ from click.testing import CliRunner, Result
 from thrum_cli.main import cli
 from thrum_cli.state import CliState, set_state
 from thrum_core.testing.plugins import clean_environ
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git in ``cwd`` and return its stdout."""
-    env = {**os.environ, **GIT_ENV, "HOME": str(cwd)}
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
-    return done.stdout
+from thrum_core.testing.repo import TEST_GIT_ENV, run_git
 
 
 @pytest.fixture
@@ -35,7 +21,7 @@ def git_repo(tmp_path: Path) -> Path:
     """A fresh git repository (no commits) at ``tmp_path/repo``."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
+    run_git(repo, "init", "-q", "-b", "main")
     return repo
 
 
@@ -43,8 +29,8 @@ def git_repo(tmp_path: Path) -> Path:
 def committed_repo(git_repo: Path) -> Path:
     """A git repository with one commit (needed for ``git worktree add``)."""
     (git_repo / "README").write_text("hello\n")
-    git(git_repo, "add", "README")
-    git(git_repo, "commit", "-q", "-m", "initial")
+    run_git(git_repo, "add", "README")
+    run_git(git_repo, "commit", "-q", "-m", "initial")
     return git_repo
 
 
@@ -137,7 +123,7 @@ def plugin_site(tmp_path: Path) -> Path:
 def thrum(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``thrum`` executable (``THRUM_*`` and runtime variables cleared, ``env`` added)."""
     full_env = clean_environ()
-    full_env.update(GIT_ENV)
+    full_env.update(TEST_GIT_ENV)
     full_env.update(env or {})
     return subprocess.run(
         ["thrum", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False

@@ -19,19 +19,13 @@ from typing import Any
 import pytest
 
 from thrum_core.testing.plugins import clean_environ
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
+from thrum_core.testing.repo import TEST_GIT_ENV
+from thrum_core.testing.repo import run_git as git
 
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = clean_environ()
-    env.update(GIT_ENV)
+    env.update(TEST_GIT_ENV)
     env.update(extra or {})
     return env
 
@@ -64,11 +58,6 @@ def fails(
     assert done.returncode != 0, f"thrum {' '.join(args)} should fail: {done.stdout}"
     error: dict[str, Any] = json.loads(done.stdout)["error"]
     return error
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV, "HOME": str(cwd)}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def make_repo(base: Path) -> Path:

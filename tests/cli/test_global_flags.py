@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import git, thrum
+from thrum_core.testing.repo import run_git as git
+
+from .conftest import thrum
 
 
 class Repo:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import Result
 
-from .conftest import git
+from thrum_core.testing.repo import run_git as git
 
 Invoke = Callable[..., Result]
 

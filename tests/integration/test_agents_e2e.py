@@ -18,18 +18,13 @@ from typing import Any
 
 import pytest
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
+from thrum_core.testing.repo import TEST_GIT_ENV
+from thrum_core.testing.repo import run_git as git
 
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_")}
-    env.update(GIT_ENV)
+    env.update(TEST_GIT_ENV)
     env.update(extra or {})
     return env
 
@@ -44,11 +39,6 @@ def ok(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
     done = thrum(*args, "--json", cwd=cwd, env=env)
     assert done.returncode == 0, f"thrum {' '.join(args)}: {done.stdout}{done.stderr}"
     return json.loads(done.stdout)
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV, "HOME": str(cwd)}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def log_lines(repo: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,20 @@ from thrum_core.paths import ThrumPaths
 DEFAULT_BRANCH = "main"
 SIGNATURE_NAME = "thrum tests"
 SIGNATURE_EMAIL = "tests@thrum.invalid"
+#: Environment for git subprocesses of tests: a committer identity, and no system config.
+TEST_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def run_git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` (with :data:`TEST_GIT_ENV` and ``HOME=cwd``) and return its stdout."""
+    env = {**os.environ, **TEST_GIT_ENV, "HOME": str(cwd)}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from thrum_core.plugins.loader import make_plugin_manager
 from thrum_core.testing.daemon import DaemonProcess
 from thrum_core.testing.plugins import clean_environ
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
+from thrum_core.testing.repo import run_git as git
 from thrum_core.timefmt import parse_ts_ns
 
 FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
@@ -48,21 +49,8 @@ GO_READS = 6_908
 
 pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason="the Go fixture is not available")
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**clean_environ(), **GIT_ENV, "HOME": str(cwd)}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def add_sync_worktree(repo: ThrumRepo) -> Path:

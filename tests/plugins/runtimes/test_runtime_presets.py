@@ -21,6 +21,7 @@ import pytest
 from thrum_core.interfaces import Runtime
 from thrum_core.kernel import Kernel
 from thrum_core.testing import AsyncClient
+from thrum_core.testing.repo import TEST_GIT_ENV
 
 BUILTINS = ("amp", "auggie", "claude", "cli_only", "codex", "cursor", "gemini", "opencode")
 PRESETS = {
@@ -28,19 +29,12 @@ PRESETS = {
     for m in (importlib.import_module(f"thrum_plugins.runtimes.{b}") for b in BUILTINS)
 }
 RUNTIME_VARS = {v for p in PRESETS.values() for v in (*p.env_vars, *p.ide_env_vars)}
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The installed ``thrum`` with ``THRUM_*`` and every runtime variable cleared, then ``env`` added."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("THRUM_") and k not in RUNTIME_VARS}
-    full.update(GIT_ENV)
+    full.update(TEST_GIT_ENV)
     full.update(env or {})
     return subprocess.run(
         ["thrum", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=60, check=False
@@ -64,7 +58,9 @@ def error(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str,
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, env={**os.environ, **GIT_ENV})
+    subprocess.run(
+        ["git", "init", "-q", "-b", "main", str(root)], check=True, env={**os.environ, **TEST_GIT_ENV}
+    )
     return root
 
 
@@ -265,7 +261,7 @@ def test_the_generated_session_hook_runs_prime(daemon_repo: Path) -> None:
         hook["command"],
         shell=True,
         cwd=root,
-        env={**env, **GIT_ENV},
+        env={**env, **TEST_GIT_ENV},
         capture_output=True,
         text=True,
         timeout=60,
