@@ -243,11 +243,9 @@ def extract_work_context(worktree: str | os.PathLike[str], *, max_commits: int =
 # JSON-compatible values (lists, dicts, strings, ints).
 
 
-def _with_repo(
-    path: str, half: str, work: Callable[[pygit2.Repository, dict[str, Any]], None]
-) -> dict[str, Any]:
+def _with_repo(path: str, work: Callable[[pygit2.Repository, dict[str, Any]], None]) -> dict[str, Any]:
     """Run ``work(repo, out)`` on the kept repository of ``path``; ``out`` gets ``errors`` and ``head``."""
-    out: dict[str, Any] = {"half": half, "head": None, "errors": []}
+    out: dict[str, Any] = {"head": None, "errors": []}
     try:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no such directory: {path}")
@@ -298,10 +296,8 @@ def history_half(path: str, max_commits: int = 50) -> dict[str, Any]:
             base = _find_base(repo)
             if base is None or base == head.id:
                 return
-            walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
-            walker.hide(base)
             commits = out["commits"]
-            for walked, commit in enumerate(walker):
+            for walked, commit in enumerate(_unmerged(repo, head, base)):
                 if walked >= max_commits:
                     out["more"] = True
                     break
@@ -312,7 +308,7 @@ def history_half(path: str, max_commits: int = 50) -> dict[str, Any]:
             out["more"] = False
             out["errors"].append(f"history: {_describe(exc)}")
 
-    return _with_repo(path, "history", work)
+    return _with_repo(path, work)
 
 
 def changes_half(path: str) -> dict[str, Any]:
@@ -342,7 +338,7 @@ def changes_half(path: str) -> dict[str, Any]:
             except Exception as exc:
                 out["errors"].append(f"status: {_describe(exc)}")
 
-    return _with_repo(path, "changes", work)
+    return _with_repo(path, work)
 
 
 def date_paths(path: str, undated: Iterable[str], skip: int) -> dict[str, int]:
@@ -359,9 +355,7 @@ def date_paths(path: str, undated: Iterable[str], skip: int) -> dict[str, int]:
         base = _find_base(repo) if head is not None else None
         if head is None or base is None:
             return
-        walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
-        walker.hide(base)
-        for walked, commit in enumerate(walker):
+        for walked, commit in enumerate(_unmerged(repo, head, base)):
             if walked >= _DATE_WALK_LIMIT or not wanted:
                 break
             if walked < skip:
@@ -371,7 +365,7 @@ def date_paths(path: str, undated: Iterable[str], skip: int) -> dict[str, int]:
                     found[file_path] = commit.author.time
                     wanted.discard(file_path)
 
-    _with_repo(path, "dates", work)
+    _with_repo(path, work)
     return found
 
 
@@ -446,6 +440,13 @@ def _fill_from_halves(
     file_changes = sorted(changes.values(), key=lambda c: c["path"])
     file_changes.sort(key=lambda c: c["last_modified"], reverse=True)
     out["file_changes"] = file_changes
+
+
+def _unmerged(repo: pygit2.Repository, head: pygit2.Commit, base: pygit2.Oid) -> pygit2.Walker:
+    """The commits of ``base..HEAD``, newest first (``git log base..HEAD``)."""
+    walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
+    walker.hide(base)
+    return walker
 
 
 def _find_base(repo: pygit2.Repository) -> pygit2.Oid | None:

@@ -59,10 +59,15 @@ class _Helper:
         self._ready = False
         self.start_failures = 0
 
-    def start(self) -> None:
-        """Spawn the helper process (returns at once; it reports ready when it has imported pygit2)."""
+    def start(self) -> bool:
+        """Spawn the helper process unless it runs; ``False`` when it cannot be started (counted, logged).
+
+        Returns at once: the helper reports ready (see :meth:`ready`) once it has imported pygit2.
+        """
         if self._proc is not None:
-            return
+            return True
+        if self.start_failures >= MAX_START_FAILURES:
+            return False
         to_helper_r, to_helper_w = os.pipe()
         from_helper_r, from_helper_w = os.pipe()
         env = dict(os.environ)
@@ -77,18 +82,18 @@ class _Helper:
                 env=env,
                 start_new_session=True,  # a Ctrl-C in the daemon's terminal is the daemon's to handle
             )
-        except OSError:
-            for fd in (to_helper_r, to_helper_w, from_helper_r, from_helper_w):
-                os.close(fd)
+        except OSError as exc:
+            os.close(to_helper_w)
+            os.close(from_helper_r)
             self.start_failures += 1
-            raise
+            log.warning("could not start work-context helper %s: %s", self.name, exc)
+            return False
         finally:
-            if self._proc is not None:
-                os.close(to_helper_r)
-                os.close(from_helper_w)
+            os.close(to_helper_r)  # the helper's ends: it has its own copies
+            os.close(from_helper_w)
         self._outbox = Connection(to_helper_w, readable=False)
         self._inbox = Connection(from_helper_r, writable=False)
-        self._ready = False
+        return True
 
     def ready(self, wait: float = 0.0) -> bool:
         """Whether the helper finished starting (waits up to ``wait`` seconds for it)."""
@@ -181,10 +186,7 @@ class WorkContextPool:
             return
         for helper in (self._history, self._changes):
             with helper.lock:
-                try:
-                    helper.start()
-                except OSError as exc:
-                    log.warning("could not start a work-context helper: %s", exc)
+                helper.start()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until both helpers are ready (for benchmarks and tests)."""
@@ -213,14 +215,9 @@ class WorkContextPool:
 
     def _extract_locked(self, path: str, max_commits: int) -> dict[str, Any] | None:
         helpers = (self._history, self._changes)
-        for helper in helpers:
-            if helper.start_failures < MAX_START_FAILURES:
-                try:
-                    helper.start()
-                except OSError:
-                    return None
-        if not all(helper.ready() for helper in helpers):
-            return None  # still starting: this call runs in the daemon
+        started = [helper.start() for helper in helpers]  # both, before either is waited for
+        if not (all(started) and all(helper.ready() for helper in helpers)):
+            return None  # still starting (or cannot start): this call runs in the daemon
         for _attempt in range(2):
             deadline = time.monotonic() + REQUEST_TIMEOUT_S
             self._history.send("history", path, max_commits)
