@@ -619,19 +619,16 @@ class SyncPool:
         self._threads: list[threading.Thread] = []
         self._lock = _thread.allocate_lock()
 
-    def start(
-        self, jobs: Sequence[Callable[[], None]], *, inline_first: bool = True, keep: int = 1
-    ) -> SyncGroup:
+    def start(self, jobs: Sequence[Callable[[], None]], *, keep: int = 1) -> SyncGroup:
         """Start ``jobs`` and return their group.
 
-        With ``inline_first`` the first ``keep`` jobs are kept for the thread
-        that calls :meth:`SyncGroup.wait`, which runs them itself (the others
-        are handed to the pool threads, each on its own thread when there are
-        enough): a caller then pays no thread hand-over for a single job, and
-        may do its own work before it waits.  Without it every job goes to the
-        pool.
+        The first ``keep`` jobs are kept for the thread that calls
+        :meth:`SyncGroup.wait`, which runs them itself (the others are handed
+        to the pool threads, each on its own thread when there are enough): a
+        caller then pays no thread hand-over for a single job, and may do its
+        own work before it waits.  With ``keep=0`` every job goes to the pool.
         """
-        n = min(keep, len(jobs)) if inline_first else 0
+        n = min(keep, len(jobs))
         group = SyncGroup(len(jobs), jobs[:n])
         rest = jobs[n:]
         if rest:

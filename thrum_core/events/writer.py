@@ -412,9 +412,7 @@ class BatchProcessor:
             # others on pool threads) while this thread projects the batch
             # (uncommitted): the commit waits for all of them (SPEC §6.5).
             jobs, in_kernel = self.appender.start_sync(pending)
-            syncs = self._sync_pool.start(
-                jobs, inline_first=INLINE_SYNC or in_kernel > 0, keep=max(in_kernel, 1)
-            )
+            syncs = self._sync_pool.start(jobs, keep=max(in_kernel, 1) if INLINE_SYNC else in_kernel)
             self.batches += 1
             self.events_written += len(to_write)
             try:

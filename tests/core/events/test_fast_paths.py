@@ -156,7 +156,7 @@ def test_sync_pool_can_run_every_job_off_the_calling_thread() -> None:
         gate.wait(5)  # the caller gets control back before the job finishes
         ran_on.append(threading.get_ident())
 
-    group = pool.start([job, job, job], inline_first=False)
+    group = pool.start([job, job, job], keep=0)
     assert ran_on == []
     gate.set()
     assert group.wait() is None
