@@ -11,10 +11,18 @@ Standard library only: the CLI imports this module.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["canonical_bytes", "canonical_json", "canonical_line", "parse_line", "structured_text"]
+__all__ = [
+    "LINE_DECODER",
+    "canonical_bytes",
+    "canonical_json",
+    "canonical_line",
+    "parse_line",
+    "structured_text",
+]
 
 
 def _mapping_to_dict(o: Any) -> Any:
@@ -38,9 +46,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# Reject NaN/Infinity/-Infinity on read too: they are not JSON (Go refuses them)
-# and could never be re-serialised canonically.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"number {literal[:40]} is out of range")
+    return value
+
+
+#: The decoder of log lines.  It refuses NaN/Infinity/-Infinity and numbers
+#: that overflow to infinity (``1e400``): they are not JSON a peer can read
+#: (Go refuses them) and could never be re-serialised canonically, so such a
+#: line is invalid rather than an event whose id or rewrite would fail later.
+LINE_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def canonical_json(obj: Any) -> str:
@@ -92,7 +109,7 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     try:
-        value = _DECODER.decode(raw.decode("utf-8"))
+        value = LINE_DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
         return None

@@ -54,7 +54,17 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from thrum_core.canonical import LINE_DECODER
 from thrum_core.errors import ThrumError
+from thrum_core.events.lineparse import (
+    DIGIT_RUNS,
+    LONG_DIGITS,
+    MAX_FAST_DEPTH,
+    SHALLOW_LINE,
+    fast_object,
+)
+from thrum_core.events.lineparse import dumps as fast_dumps
+from thrum_core.events.lineparse import loads as fast_loads
 from thrum_core.events.log import (
     MAX_LINE_BYTES,
     file_tail_sha256,
@@ -207,13 +217,7 @@ class NewerDatabaseError(ThrumError):
     """The projection was written by a newer thrum (SPEC §7.1)."""
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
+_DECODER = LINE_DECODER
 _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
@@ -229,6 +233,9 @@ def decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return None, None
+    fast = fast_object(line)
+    if fast is not None:  # what the standard library gives (see lineparse)
+        return fast, text
     body = text[:-1] if text.endswith("\r") else text
     try:
         if body[:1] == "{":
@@ -1473,10 +1480,16 @@ class Projection:
 
         This is :func:`iter_lines` plus :meth:`parse`, inlined: the common
         line (canonical JSON of an object with a type, a timestamp in thrum's
-        own format and an event id) costs one ``decode``, one JSON scan and a
-        few dict look-ups; anything else goes through :meth:`parse`.
+        own format and an event id) costs one ``decode``, an ``orjson`` parse
+        checked by printing it back (see :mod:`thrum_core.events.lineparse`)
+        and a few dict look-ups; anything else goes through :meth:`parse`.
         """
-        scan = _SCAN
+        loads = fast_loads
+        dumps = fast_dumps
+        digit_runs = DIGIT_RUNS
+        long_digits = LONG_DIGITS
+        max_depth = MAX_FAST_DEPTH
+        shallow = SHALLOW_LINE + 1  # n counts the newline
         parse_ts = ts_ns
         seconds = _SECOND_NS
         slow = self.parse
@@ -1506,14 +1519,20 @@ class Projection:
                     obj: Any = None
                     text: str | None = None
                     if n <= MAX_LINE_BYTES:
+                        # lineparse.fast_object, inlined: orjson where it surely
+                        # gives the standard library's object, else the slow path.
                         try:
                             text = line.decode("utf-8")
-                            obj, stop = scan(text, 0)
-                        except (ValueError, StopIteration, RecursionError):
+                            if n <= shallow or line.count(b"[") + line.count(b"{") <= max_depth:
+                                obj = loads(line)
+                                if type(obj) is not dict or (
+                                    dumps(obj) != line and long_digits in line.translate(digit_runs)
+                                ):
+                                    obj = None
+                        except (ValueError, TypeError):
+                            # invalid UTF-8, orjson.JSONDecodeError; orjson.JSONEncodeError
+                            # (too deep for orjson.dumps): leave it to the slow path
                             obj = None
-                        else:
-                            if stop != len(text) or type(obj) is not dict:
-                                obj = None
                     if obj is not None:
                         typ = obj.get("type")
                         tsv = obj.get("timestamp")

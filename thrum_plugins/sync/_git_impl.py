@@ -41,7 +41,6 @@ left and its whole process group is killed when it runs out.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -56,7 +55,7 @@ from typing import Any, Literal
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune, FileMode, ObjectType
 
-from thrum_core.canonical import parse_line
+from thrum_core.canonical import LINE_DECODER, parse_line
 from thrum_core.fsutil import atomic_write_bytes
 from thrum_core.ids import event_id_of
 from thrum_core.timefmt import TS_MAX_NS, format_ts_seconds, parse_ts_ns
@@ -485,16 +484,10 @@ def _split(data: bytes) -> list[bytes]:
     return [line for line in data.split(b"\n") if line]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# Configured exactly like thrum_core.canonical's reader, so that _parse below
-# returns what parse_line returns.  (scan_once is set in JSONDecoder.__init__;
-# typeshed does not declare it.)
-_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(
-    parse_constant=_reject_constant
-).scan_once  # type: ignore[attr-defined]
+# thrum_core.canonical's reader itself, so that _parse below returns what
+# parse_line returns.  (scan_once is set in JSONDecoder.__init__; typeshed does
+# not declare it.)
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = LINE_DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

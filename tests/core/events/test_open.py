@@ -156,7 +156,13 @@ async def test_corrupt_middle_line_is_indexed_invalid(paths: ThrumPaths, path: s
     log = paths.sync_dir / "messages" / "alice.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     extra = canonical_line(note("n5", event_id="evt_n5", timestamp="2026-01-03T00:00:00Z"))
-    bad = [b"{not json at all\n", b'{"type":"test.note","timestamp":"yesterday"}\n', b'["an","array"]\n']
+    bad = [
+        b"{not json at all\n",
+        b'{"type":"test.note","timestamp":"yesterday"}\n',
+        b'["an","array"]\n',
+        # no event_id, and a number that overflows to infinity: no canonical form to hash
+        b'{"note_id":"n9","timestamp":"2026-01-02T12:00:00Z","type":"test.note","weight":1e400}\n',
+    ]
     if path == "rebuild":
         log.write_bytes(lines[0] + b"".join(bad) + b"".join(lines[1:]) + extra)
         remove_db(paths)
@@ -165,8 +171,8 @@ async def test_corrupt_middle_line_is_indexed_invalid(paths: ThrumPaths, path: s
             f.write(b"".join(bad) + extra)
     store = reopen(paths)
     report = store.open_report
-    assert report is not None and report.invalid == 3
-    assert store.stats()["states"]["invalid"] == 3
+    assert report is not None and report.invalid == len(bad)
+    assert store.stats()["states"]["invalid"] == len(bad)
     assert sorted(r[0] for r in dump_tables(store.reader())["p_test_notes"]) == ["n1", "n2", "n3", "n5"]
     invalid = store.reader().execute("SELECT event_id, line FROM events WHERE state='invalid'").fetchall()
     assert sorted(r["line"] for r in invalid) == sorted(b.rstrip(b"\n").decode() for b in bad)
