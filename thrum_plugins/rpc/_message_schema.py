@@ -51,6 +51,7 @@ __all__ = [
     "rebuilt_messages",
     "restore_deferred_indexes",
     "restore_late_indexes",
+    "restore_refs_index",
 ]
 
 import sqlite3
@@ -272,10 +273,12 @@ MESSAGE_STEPS: list[str] = [_TABLES + _TRIGGERS]
 
 
 #: Secondary indexes a full rebuild drops before it applies the log and
-#: creates again (one sort each, instead of a B-tree insert per row) before
-#: the finish hook derives the inbox.  No reducer of a common event reads
+#: creates again (one sort each, instead of a B-tree insert per row) after
+#: the finish hook derived the inbox.  No reducer of a common event reads
 #: them; the rare ones that do (``agent.cleanup``, ``purge``) call
-#: :func:`restore_deferred_indexes` first.  Statements as in the migration.
+#: :func:`restore_deferred_indexes` first, and the general path of a
+#: ``message.create`` (which looks up replies) calls :func:`restore_refs_index`.
+#: Statements as in the migration.
 REBUILD_DEFERRED_INDEXES: dict[str, str] = {
     line.split()[2]: line
     for line in _TABLES.splitlines()
@@ -287,6 +290,7 @@ REBUILD_DEFERRED_INDEXES: dict[str, str] = {
         "messages_thread",
         "messages_star",
         "message_scopes_tv",
+        "message_refs_tv",
         "message_recipients_agent",
         "message_reads_agent",
     )
@@ -302,6 +306,11 @@ REBUILD_LATE_INDEXES: dict[str, str] = {
 }
 
 
+_RESTORE_REFS_INDEX = REBUILD_DEFERRED_INDEXES["message_refs_tv"].replace(
+    "CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1
+)
+
+
 def drop_deferred_indexes(db: sqlite3.Connection) -> None:
     """Drop :data:`REBUILD_DEFERRED_INDEXES` and :data:`REBUILD_LATE_INDEXES` (start of a full rebuild)."""
     for name in (*REBUILD_DEFERRED_INDEXES, *REBUILD_LATE_INDEXES):
@@ -312,6 +321,11 @@ def restore_late_indexes(db: sqlite3.Connection) -> None:
     """Create whichever of :data:`REBUILD_LATE_INDEXES` is missing."""
     for sql in REBUILD_LATE_INDEXES.values():
         db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+
+
+def restore_refs_index(db: sqlite3.Connection) -> None:
+    """Create ``message_refs_tv`` (deferred by a rebuild) if it is missing: replies are looked up by it."""
+    db.execute(_RESTORE_REFS_INDEX)
 
 
 def restore_deferred_indexes(db: sqlite3.Connection) -> None:

@@ -18,6 +18,7 @@ rows are dirty.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -314,13 +315,15 @@ def recompute_agent(
     groups_of: Mapping[str, set[str]] | None = None,
     *,
     fresh: bool = False,
+    broadcasts: bool = True,
 ) -> None:
     """Bring the ``dyn`` rows and the broadcast recipient rows of one agent up to date.
 
     ``groups_of`` (from :func:`_groups_by_agent`) spares the group expansions
     when many agents are recomputed together.  ``fresh``: the agent has no
-    ``dyn`` row and no broadcast recipient row yet (:func:`rebuild_finish`
-    of a registered agent), so the agent's current rows are not read.
+    ``dyn`` row yet (:func:`rebuild_finish` of a registered agent), so the
+    agent's current rows are not read.  ``broadcasts=False`` leaves its
+    recipient rows of broadcasts alone (:func:`rebuild_finish` derives them).
     """
     info = agent_info(db, agent_id)
     # dynamic visibility of non-broadcast messages
@@ -344,6 +347,8 @@ def recompute_agent(
     )
     _set_flag(db, agent_id, [(m, *desired[m]) for m in sorted(set(desired) - current)], "dyn")
     _clear_flag(db, agent_id, sorted(current - set(desired)), "dyn")
+    if not broadcasts:
+        return
     # broadcasts addressed to the agent before it registered
     reg = NEVER if info is None else info.registered_ns
     want = {
@@ -369,16 +374,23 @@ def recompute_agent(
     _clear_flag(db, agent_id, sorted(have - set(want)), "rcpt")
 
 
-def process_dirty(db: sqlite3.Connection, memo: dict[str, Any] | None = None, *, fresh: bool = False) -> int:
+def process_dirty(
+    db: sqlite3.Connection,
+    memo: dict[str, Any] | None = None,
+    *,
+    fresh: bool = False,
+    broadcasts: bool = True,
+) -> int:
     """Recompute every agent in ``vis_dirty`` and empty it; return how many were processed.
 
-    ``fresh``: see :func:`recompute_agent` (every agent in ``vis_dirty`` must be in that state).
+    ``fresh`` and ``broadcasts``: see :func:`recompute_agent` (every agent in
+    ``vis_dirty`` must be in that state).
     """
     ensure_agent_watch(db, memo)
     dirty = [r[0] for r in db.execute("SELECT agent_id FROM vis_dirty")]
     groups_of = _groups_by_agent(db) if len(dirty) > 1 else None
     for agent_id in dirty:
-        recompute_agent(db, agent_id, groups_of, fresh=fresh)
+        recompute_agent(db, agent_id, groups_of, fresh=fresh, broadcasts=broadcasts)
     if dirty:
         db.execute("DELETE FROM vis_dirty")
     return len(dirty)
@@ -413,6 +425,44 @@ def any_dirty(db: sqlite3.Connection) -> bool:
 _REBUILD_DROPPED = ("star_hours_ins", "message_reads_ins")
 #: Triggers that count ``inbox`` rows, down while the inbox is filled in bulk.
 _COUNT_TRIGGERS = ("inbox_count_ins", "inbox_count_upd", "inbox_count_del")
+#: Registration instants of the agents, for :func:`rebuild_finish` (a temporary table).
+_REGISTERED = "rebuild_registered"
+
+#: The ``inbox`` rows of every message from its author, recipients and readers,
+#: in one pass sorted by the primary key (filled like an index, not probed
+#: row by row): the author's row (``self``); a recipient's row (``rcpt``) of a
+#: non-broadcast, or of a broadcast the recipient is not registered for at
+#: its creation (an unknown agent never is); a reader's row of a broadcast;
+#: ``read`` for whichever of those the viewer read.  A read of another
+#: message gives no row of its own (a ``dyn`` row, made afterwards, reads it).
+_FILL_INBOX = (
+    "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
+    " SELECT viewer, message_id, created_ns, star, max(self), max(rcpt), 0, deleted, max(rd) FROM ("
+    " SELECT agent_id AS viewer, message_id, created_ns, star, 1 AS self, 0 AS rcpt, deleted, 0 AS rd"
+    " FROM messages"
+    " UNION ALL"
+    " SELECT r.agent_id, m.message_id, m.created_ns, m.star, 0, 1, m.deleted, 0"
+    " FROM message_recipients r JOIN messages m ON m.message_id = r.message_id"
+    f" LEFT JOIN temp.{_REGISTERED} g ON g.agent_id = r.agent_id"
+    " WHERE m.star = 0 OR g.reg_ns IS NULL OR m.created_ns < g.reg_ns"
+    " UNION ALL"
+    " SELECT r.agent_id, m.message_id, m.created_ns, m.star, 0, 0, m.deleted, 1"
+    " FROM message_reads r JOIN messages m ON m.message_id = r.message_id"
+    ") GROUP BY viewer, message_id HAVING max(self) OR max(rcpt) OR star ORDER BY viewer, message_id"
+)
+#: ``inbox_counts`` row flags as one letter per inbox row (``A`` + a 5-bit code;
+#: ``a`` = some flag is not 0 or 1), concatenated per viewer: the viewers come
+#: in primary-key order, so nothing is sorted (see :func:`_count_inbox`).
+_FLAG_LETTERS = (
+    "SELECT viewer, group_concat(char(CASE WHEN star IN (0,1) AND self IN (0,1) AND vis IN (0,1)"
+    " AND deleted IN (0,1) AND read IN (0,1) THEN 65 + star * 16 + self * 8 + vis * 4 + deleted * 2 + read"
+    " ELSE 97 END), '') FROM inbox GROUP BY viewer"
+)
+_COUNT_INBOX = (
+    "INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)"
+    " SELECT viewer, star, self, vis, deleted, read, count(*) FROM inbox"
+    " GROUP BY viewer, star, self, vis, deleted, read"
+)
 
 
 def rebuild_start(db: sqlite3.Connection) -> None:
@@ -425,76 +475,81 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
     """After a rebuild applied the log: derive ``inbox``, its counts, ``star_hours`` and read counts.
 
     Gives the rows the live path leaves (every reducer maintaining them event
-    by event): an inbox row per author, recipient, dynamic viewer (through
-    :func:`recompute_agent` of every agent) and reader of a broadcast, with
-    ``read`` and ``deleted`` as they stand; then the counts.  Recreates the
-    triggers :func:`rebuild_start` dropped.
+    by event): an inbox row per author, recipient (:data:`_FILL_INBOX`),
+    dynamic viewer (through :func:`recompute_agent` of every agent) and
+    reader of a broadcast, with ``read`` and ``deleted`` as they stand; then
+    the counts and ``messages.read_count``.  Recreates the triggers
+    :func:`rebuild_start` dropped.
     """
     for name in _COUNT_TRIGGERS:
         db.execute(f"DROP TRIGGER IF EXISTS {name}")
     db.execute("DELETE FROM inbox")
     db.execute("DELETE FROM inbox_counts")
-    db.execute(
-        "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
-        " SELECT agent_id, message_id, created_ns, star, 1, 0, 0, deleted, 0 FROM messages"
-    )
     has_agents = table_exists(db, "agents")
-    # Recipients of broadcasts see them as recipients only when they registered
-    # after the message: recompute_agent below does that for registered agents;
-    # unknown ones (never registered) always do.
-    unknown = (
-        " OR NOT EXISTS (SELECT 1 FROM agents a WHERE a.agent_id = r.agent_id)" if has_agents else " OR 1"
-    )
-    db.execute(
-        "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
-        " SELECT r.agent_id, m.message_id, m.created_ns, m.star, 0, 1, 0, m.deleted, 0"
-        " FROM message_recipients r JOIN messages m ON m.message_id = r.message_id"
-        f" WHERE m.star = 0{unknown}"
-        " ON CONFLICT(viewer, message_id) DO UPDATE SET rcpt = 1"
-    )
+    db.execute(f"DROP TABLE IF EXISTS temp.{_REGISTERED}")
+    db.execute(f"CREATE TEMP TABLE {_REGISTERED}(agent_id TEXT PRIMARY KEY, reg_ns INTEGER NOT NULL)")
+    try:
+        if has_agents:
+            db.executemany(
+                f"INSERT INTO temp.{_REGISTERED}(agent_id, reg_ns) VALUES (?,?)",
+                [(a, _reg_ns(reg)) for a, reg in db.execute("SELECT agent_id, registered_at FROM agents")],
+            )
+        db.execute(_FILL_INBOX)
+    finally:
+        db.execute(f"DROP TABLE IF EXISTS temp.{_REGISTERED}")
     if has_agents:
         ensure_agent_watch(db)
-        # Every registered agent is recomputed, and so far none has a dyn row
-        # or a recipient row of a broadcast (the statement above gave those to
-        # unregistered agents only, whose recomputation would change nothing).
+        # Every registered agent is recomputed, and so far none has a dyn row.
         db.execute("DELETE FROM vis_dirty")
         db.execute("INSERT INTO vis_dirty(agent_id) SELECT agent_id FROM agents")
-        process_dirty(db, fresh=True)
+        process_dirty(db, fresh=True, broadcasts=False)
     else:
         _dyn_without_agents(db)
-    # Reads: a broadcast's reader gets a row (or its row is marked read); a
-    # read of another message marks the reader's row, if any.  Neither scans
-    # the inbox (the first is driven by message_reads, the second by the
-    # non-broadcast messages).
-    db.execute(
-        "INSERT INTO inbox(viewer, message_id, created_ns, star, self, rcpt, dyn, deleted, read)"
-        " SELECT r.agent_id, m.message_id, m.created_ns, 1, 0, 0, 0, m.deleted, 1"
-        " FROM message_reads r JOIN messages m ON m.message_id = r.message_id WHERE m.star = 1"
-        " ON CONFLICT(viewer, message_id) DO UPDATE SET read = 1"
-    )
-    db.execute(
-        "UPDATE inbox SET read = 1 WHERE read = 0 AND (viewer, message_id) IN"
-        " (SELECT r.agent_id, r.message_id FROM messages m"
-        " CROSS JOIN message_reads r ON r.message_id = m.message_id WHERE m.star = 0)"
-    )
-    db.execute(
-        "INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n)"
-        " SELECT viewer, star, self, vis, deleted, read, count(*) FROM inbox"
-        " GROUP BY viewer, star, self, vis, deleted, read"
-    )
+    _count_inbox(db)
     db.execute("DELETE FROM star_hours")
     db.execute(
         "INSERT INTO star_hours(hour, n) SELECT created_ns / 3600000000000, count(*) FROM messages"
         " WHERE star = 1 AND deleted = 0 GROUP BY created_ns / 3600000000000"
     )
-    db.execute("UPDATE messages SET read_count = 0 WHERE read_count != 0")
+    _recount_reads(db)
+    for name in (*_COUNT_TRIGGERS, *_REBUILD_DROPPED):
+        db.execute(TRIGGERS[name])
+
+
+def _reg_ns(registered_at: Any) -> int:
+    """The instant an agent registered (:data:`NEVER` when unreadable), as :func:`agent_info` reads it."""
+    ns = parse_ts_ns(registered_at)
+    return NEVER if ns is None else ns
+
+
+def _recount_reads(db: sqlite3.Connection) -> None:
+    """``messages.read_count`` from ``message_reads`` (the rebuild kept no count; a delete may have)."""
     db.execute(
         "UPDATE messages SET read_count ="
         " (SELECT count(*) FROM message_reads r WHERE r.message_id = messages.message_id)"
-        " WHERE EXISTS (SELECT 1 FROM message_reads r WHERE r.message_id = messages.message_id)"
+        " WHERE read_count != 0"
+        " OR EXISTS (SELECT 1 FROM message_reads r WHERE r.message_id = messages.message_id)"
     )
-    for name in (*_COUNT_TRIGGERS, *_REBUILD_DROPPED):
-        db.execute(TRIGGERS[name])
+
+
+def _count_inbox(db: sqlite3.Connection) -> None:
+    """Fill ``inbox_counts`` from ``inbox`` (empty), as ``GROUP BY viewer, star, self, vis, deleted, read``.
+
+    That statement sorts every inbox row; :data:`_FLAG_LETTERS` reads them in
+    primary-key order and the letters of each viewer are counted here.  Flags
+    other than 0 and 1 (which no writer leaves) fall back to the statement.
+    """
+    rows: list[tuple[str, int, int, int, int, int, int]] = []
+    for viewer, letters in db.execute(_FLAG_LETTERS):
+        for letter, n in Counter(letters).items():
+            code = ord(letter) - 65
+            if not 0 <= code < 32:
+                db.execute(_COUNT_INBOX)
+                return
+            rows.append((viewer, code >> 4, code >> 3 & 1, code >> 2 & 1, code >> 1 & 1, code & 1, n))
+    db.executemany(
+        "INSERT INTO inbox_counts(viewer, star, self, vis, deleted, read, n) VALUES (?,?,?,?,?,?,?)", rows
+    )
 
 
 def _dyn_without_agents(db: sqlite3.Connection) -> None:
