@@ -21,6 +21,7 @@ __all__ = [
     "canonical_json",
     "canonical_line",
     "parse_line",
+    "parse_text",
     "structured_text",
 ]
 
@@ -58,6 +59,7 @@ def _finite_float(literal: str) -> float:
 #: (Go refuses them) and could never be re-serialised canonically, so such a
 #: line is invalid rather than an event whose id or rewrite would fail later.
 LINE_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_SCAN = LINE_DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def canonical_json(obj: Any) -> str:
@@ -106,12 +108,26 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     """
     if raw.endswith(b"\n"):
         raw = raw[:-1]
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
     try:
-        value = LINE_DECODER.decode(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return parse_text(text)
+
+
+def parse_text(text: str) -> dict[str, Any] | None:
+    """:func:`parse_line` of a line already decoded (one trailing ``\\r`` is ignored)."""
+    if text.endswith("\r"):
+        text = text[:-1]
+    try:
+        if text[:1] == "{":
+            # What JSONDecoder.decode does, minus the leading-whitespace regex.
+            value, end = _SCAN(text, 0)
+            if end != len(text) and text[end:].strip(" \t\n\r"):
+                return None
+        else:
+            value = LINE_DECODER.decode(text)
+    except (StopIteration, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     if type(value) is dict:
         return value

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thrum_core.canonical import canonical_bytes, canonical_json, canonical_line, parse_line, structured_text
+from thrum_core.canonical import (
+    LINE_DECODER,
+    canonical_bytes,
+    canonical_json,
+    canonical_line,
+    parse_line,
+    structured_text,
+)
 
 SPEC_EVENT = {
     "type": "message.create",
@@ -175,3 +182,41 @@ def test_parse_line_inverts_canonical_line(obj: dict[str, Any]) -> None:
     except UnicodeEncodeError:
         return  # lone surrogates cannot be written as UTF-8
     assert parse_line(line) == obj
+
+
+def _decoded(raw: bytes) -> dict[str, Any] | None:
+    """What ``parse_line`` means: the whole text (less ``\\n``, ``\\r``) through ``LINE_DECODER.decode``."""
+    raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        value = LINE_DECODER.decode(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return value if type(value) is dict else None
+
+
+def test_parse_line_fast_path_agrees_with_the_decoder() -> None:
+    samples = [
+        SPEC_LINE.rstrip(b"\n"),
+        b'{"a":1}',
+        b' {"a":1} ',
+        b'{"a":1}\r',
+        b'{"a":1}x',
+        b'{"a":1}{"b":2}',
+        b'{"a":NaN}',
+        b'{"a":Infinity}',
+        b'{"a":-Infinity}',
+        b'{"a":1e400}',
+        b'{"a":"\xff"}',
+        b'{"a":"\\ud800"}',
+        b'{"a":1,"a":2}',
+        b"\xef\xbb\xbf{}",
+        b"{}",
+        b"[1]",
+        b'"s"',
+        b"{",
+        b"}",
+        b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"a":"\\u2028","b":[1,2.5,-3e2,true,false,null]}',
+    ]
+    for raw in samples:
+        assert parse_line(raw) == _decoded(raw), raw[:40]

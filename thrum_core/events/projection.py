@@ -54,7 +54,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from thrum_core.canonical import LINE_DECODER
+from thrum_core.canonical import parse_text
 from thrum_core.errors import ThrumError
 from thrum_core.events.lineparse import (
     DIGIT_RUNS,
@@ -217,10 +217,6 @@ class NewerDatabaseError(ThrumError):
     """The projection was written by a newer thrum (SPEC §7.1)."""
 
 
-_DECODER = LINE_DECODER
-_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
 def decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """Parse a line like :func:`thrum_core.canonical.parse_line`, also returning its text.
 
@@ -236,20 +232,7 @@ def decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     fast = fast_object(line)
     if fast is not None:  # what the standard library gives (see lineparse)
         return fast, text
-    body = text[:-1] if text.endswith("\r") else text
-    try:
-        if body[:1] == "{":
-            # What JSONDecoder.decode does, minus the leading-whitespace regex.
-            value, end = _SCAN(body, 0)
-            if end != len(body) and body[end:].strip(" \t\n\r"):
-                return None, text
-        else:
-            value = _DECODER.decode(body)
-    except (StopIteration, ValueError, RecursionError):
-        return None, text
-    if type(value) is dict:
-        return value, text
-    return None, text
+    return parse_text(text), text
 
 
 #: :func:`thrum_core.timefmt.parse_ts_ns`, which has the fast path for what thrum

@@ -55,7 +55,7 @@ from typing import Any, Literal
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune, FileMode, ObjectType
 
-from thrum_core.canonical import LINE_DECODER, parse_line
+from thrum_core.canonical import parse_line
 from thrum_core.fsutil import atomic_write_bytes
 from thrum_core.ids import event_id_of
 from thrum_core.timefmt import TS_MAX_NS, format_ts_seconds, parse_ts_ns
@@ -484,30 +484,6 @@ def _split(data: bytes) -> list[bytes]:
     return [line for line in data.split(b"\n") if line]
 
 
-# thrum_core.canonical's reader itself, so that _parse below returns what
-# parse_line returns.  (scan_once is set in JSONDecoder.__init__; typeshed does
-# not declare it.)
-_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = LINE_DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    """:func:`parse_line` with a fast path for the usual line, ``{...}`` and nothing around it.
-
-    The fast path calls the same C scanner that ``parse_line`` ends in, minus the
-    whitespace skipping that such a line does not need; anything it does not
-    accept outright (other shapes, errors) is handed to ``parse_line`` itself.
-    """
-    if line[:1] == b"{" and line[-1:] == b"}":
-        try:
-            text = line.decode("utf-8")
-            obj, end = _SCAN_ONCE(text, 0)
-        except (ValueError, StopIteration, RecursionError):
-            return parse_line(line)
-        if end == len(text) and type(obj) is dict:
-            return obj
-    return parse_line(line)
-
-
 # Seconds part (``YYYY-MM-DDTHH:MM:SS``) → instant; bounded, cleared when full.
 _SECONDS_CACHE: dict[str, int | None] = {}
 _SECONDS_CACHE_MAX = 1 << 16
@@ -547,7 +523,7 @@ def _key_and_sort(line: bytes) -> tuple[_Key, bytes, bool]:
     digit, so they come first, ordered by their bytes).  Plain bytes instead of
     tuples keep a 100,000-line merge free of garbage-collector work.
     """
-    obj = _parse(line)
+    obj = parse_line(line)
     if obj is None:
         return line, b"!" + line, False
     eid = obj.get("event_id")
@@ -570,7 +546,7 @@ def _tombstone_objects(lines: Iterable[bytes]) -> list[dict[str, Any]]:
     for line in lines:
         if _TOMBSTONE_HINT.search(line) is None:
             continue
-        obj = _parse(line)
+        obj = parse_line(line)
         if obj is not None and obj.get("type") in TOMBSTONE_TYPES:
             found.append(obj)
     return found
@@ -588,7 +564,7 @@ def filter_jsonl(data: bytes, is_tombstoned: TombstonePredicate) -> tuple[bytes 
     kept: list[bytes] = []
     removed = 0
     for line in lines:
-        obj = _parse(line)
+        obj = parse_line(line)
         if obj is not None and is_tombstoned(obj):
             removed += 1
         else:

@@ -2,9 +2,8 @@
 
 ``decode_line``, ``lineparse.fast_object`` and the inlined parse of
 ``Projection._file_rows`` are compared, for any bytes, with the reference:
-the standard library path they replaced (copied below; like
-``thrum_core.canonical.LINE_DECODER`` it refuses numbers that overflow to
-infinity), objects compared
+the standard library's reading of a line (``thrum_core.canonical.parse_text``,
+which ``decode_line`` falls back to), objects compared
 with their types, key order and the sign of zero.
 """
 
@@ -23,7 +22,7 @@ from events_testtypes import DAEMON, make_paths, make_registry
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from thrum_core.canonical import canonical_line
+from thrum_core.canonical import canonical_line, parse_text
 from thrum_core.events.lineparse import MAX_FAST_DEPTH, fast_object
 from thrum_core.events.projection import decode_line
 from thrum_core.events.store import EventStore
@@ -33,42 +32,15 @@ from thrum_core.timefmt import parse_ts_ns
 # ---------------------------------------------------------------- the reference
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if math.isinf(value):
-        raise ValueError("out of range")
-    return value
-
-
-_REF_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_REF_SCAN = _REF_DECODER.scan_once  # type: ignore[attr-defined]
-
-
 def ref_decode_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """``decode_line`` as it was before orjson (the standard library only)."""
+    """``decode_line`` without orjson: the standard library's reading (``canonical.parse_text``)."""
     if line.endswith(b"\n"):
         line = line[:-1]
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return None, None
-    body = text[:-1] if text.endswith("\r") else text
-    try:
-        if body[:1] == "{":
-            value, end = _REF_SCAN(body, 0)
-            if end != len(body) and body[end:].strip(" \t\n\r"):
-                return None, text
-        else:
-            value = _REF_DECODER.decode(body)
-    except (StopIteration, ValueError, RecursionError):
-        return None, text
-    if type(value) is dict:
-        return value, text
-    return None, text
+    return parse_text(text), text
 
 
 def same(a: Any, b: Any) -> bool:

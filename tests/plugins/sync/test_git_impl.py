@@ -864,33 +864,6 @@ def test_jsonl_paths() -> None:
 # The merge's fast paths agree with the shared readers
 
 
-def test_fast_parse_agrees_with_parse_line() -> None:
-    samples = [
-        canonical_line(event(1)).rstrip(b"\n"),
-        b'{"a":1}',
-        b' {"a":1} ',
-        b'{"a":1}\r',
-        b'{"a":1}x',
-        b'{"a":1}{"b":2}',
-        b'{"a":NaN}',
-        b'{"a":Infinity}',
-        b'{"a":-Infinity}',
-        b'{"a":"\xff"}',
-        b'{"a":"\\ud800"}',
-        b'{"a":1,"a":2}',
-        b"\xef\xbb\xbf{}",
-        b"{}",
-        b"[1]",
-        b'"s"',
-        b"{",
-        b"}",
-        b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-        b'{"a":"\\u2028","b":[1,2.5,-3e2,true,false,null]}',
-    ]
-    for raw in samples:
-        assert g._parse(raw) == parse_line(raw), raw[:40]
-
-
 def test_fast_timestamp_agrees_with_parse_ts_ns() -> None:
     rng = random.Random(5)
     samples = [
