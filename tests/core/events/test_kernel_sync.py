@@ -10,9 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from events_testtypes import dump_tables, note
+from events_testtypes import note
 
-from thrum_core.errors import INTERNAL_ERROR, ThrumError
 from thrum_core.events.log import AppendLog, KernelSync, SyncPool
 from thrum_core.events.store import EventStore
 from thrum_core.paths import ThrumPaths
@@ -109,36 +108,6 @@ def test_sync_group_runs_the_kept_jobs_in_the_waiting_thread() -> None:
         assert isinstance(err, OSError) and err.errno == errno.EIO and (3, me) in ran
     finally:
         pool.close()
-
-
-@linux_aio
-async def test_an_fsync_error_reaped_from_the_kernel_rolls_the_batch_back(
-    running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A disk error cannot be provoked on a healthy disk: the real fdatasync runs
-    # in the kernel, and its result is replaced by EIO when it is reaped.
-    await running.submit([note("before")])
-    before = (paths.sync_dir / "messages" / "alice.jsonl").read_bytes()
-    tables = dump_tables(running.reader())
-    real = KernelSync.reap
-    reaped: list[int] = []
-
-    def failing(self: KernelSync, token: int) -> None:
-        real(self, token)
-        reaped.append(token)
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(KernelSync, "reap", failing)
-    with pytest.raises(ThrumError) as info:
-        await running.submit([note("lost"), note("lost2", author="bob")])
-    monkeypatch.setattr(KernelSync, "reap", real)
-    assert reaped, "the batch's fsync did not go through native AIO"
-    assert info.value.code == INTERNAL_ERROR and info.value.data == {"durable": False}
-    assert (paths.sync_dir / "messages" / "alice.jsonl").read_bytes() == before
-    assert not (paths.sync_dir / "messages" / "bob.jsonl").exists()
-    assert dump_tables(running.reader()) == tables
-    (ev,) = await running.submit([note("after")])
-    assert ev.state == "applied" and ev.seq == 2
 
 
 async def test_the_writer_syncs_itself_without_native_aio(

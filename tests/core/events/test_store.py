@@ -276,26 +276,50 @@ async def test_append_failure_errors_the_batch_and_leaves_sqlite_alone(
     assert [r.state for r in res] == ["applied", "applied"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "plain",
+        pytest.param(
+            "kernel",
+            marks=pytest.mark.skipif(KernelSync.open() is None, reason="no native AIO fsync here"),
+        ),
+    ],
+)
 async def test_fsync_failure_rolls_back_the_files_and_the_projection(
-    running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
+    running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     # An I/O error from fdatasync cannot be provoked on a healthy disk; inject
-    # it at the OS call.  The batch is projected (uncommitted) while the fsync
-    # runs, so this also checks that the projection is rolled back.
+    # it at the OS call ("plain": native AIO refuses), or replace the result of
+    # the real fdatasync that ran in the kernel when it is reaped ("kernel").
+    # The batch is projected (uncommitted) while the fsync runs, so this also
+    # checks that the projection is rolled back.
     await running.submit([note("before")])
     before = (paths.sync_dir / "messages" / "alice.jsonl").read_bytes()
     tables = dump_tables(running.reader())
-    real = os.fdatasync
+    reaped: list[int] = []
+    real_sync, real_reap = os.fdatasync, KernelSync.reap
+    if path == "plain":
 
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(os, "fdatasync", failing)
-    # the plain fdatasync path: native AIO refuses (test_kernel_sync.py covers an error reaped from it)
-    monkeypatch.setattr(KernelSync, "submit", lambda self, fds: [])
+        monkeypatch.setattr(os, "fdatasync", failing)
+        monkeypatch.setattr(KernelSync, "submit", lambda self, fds: [])
+    else:
+
+        def failing_reap(self: KernelSync, token: int) -> None:
+            real_reap(self, token)
+            reaped.append(token)
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(KernelSync, "reap", failing_reap)
     with pytest.raises(ThrumError) as info:
         await running.submit([note("lost"), note("lost2", author="bob")])
-    monkeypatch.setattr(os, "fdatasync", real)
+    monkeypatch.setattr(os, "fdatasync", real_sync)
+    monkeypatch.setattr(KernelSync, "reap", real_reap)
+    if path == "kernel":
+        assert reaped, "the batch's fsync did not go through native AIO"
     assert info.value.code == INTERNAL_ERROR and info.value.data == {"durable": False}
     assert (paths.sync_dir / "messages" / "alice.jsonl").read_bytes() == before
     assert not (paths.sync_dir / "messages" / "bob.jsonl").exists()
