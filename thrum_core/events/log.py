@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from thrum_core.canonical import parse_line
@@ -350,19 +351,16 @@ def _aio_types(ctypes: Any) -> Any:
     class timespec(ctypes.Structure):
         _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
-    class Types:
-        pass
-
-    types = Types()
-    types.iocb = iocb  # type: ignore[attr-defined]
-    types.iocb_p = ctypes.POINTER(iocb)  # type: ignore[attr-defined]
-    types.io_event = io_event  # type: ignore[attr-defined]
-    types.pointer = ctypes.pointer  # type: ignore[attr-defined]
-    types.get_errno = ctypes.get_errno  # type: ignore[attr-defined]
-    types.c_long = ctypes.c_long  # type: ignore[attr-defined]
-    types.timespec = timespec  # type: ignore[attr-defined]
-    types.byref = ctypes.byref  # type: ignore[attr-defined]
-    return types
+    return SimpleNamespace(
+        iocb=iocb,
+        iocb_p=ctypes.POINTER(iocb),
+        io_event=io_event,
+        pointer=ctypes.pointer,
+        get_errno=ctypes.get_errno,
+        c_long=ctypes.c_long,
+        timespec=timespec,
+        byref=ctypes.byref,
+    )
 
 
 @dataclass
