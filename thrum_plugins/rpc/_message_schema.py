@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 MESSAGE_MIGRATION_OWNER = "messages"
@@ -306,9 +307,10 @@ REBUILD_LATE_INDEXES: dict[str, str] = {
 }
 
 
-_RESTORE_REFS_INDEX = REBUILD_DEFERRED_INDEXES["message_refs_tv"].replace(
-    "CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1
-)
+def _create_missing(db: sqlite3.Connection, statements: Iterable[str]) -> None:
+    """Run ``CREATE INDEX`` ``statements`` as no-ops for the indexes that exist."""
+    for sql in statements:
+        db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
 
 
 def drop_deferred_indexes(db: sqlite3.Connection) -> None:
@@ -319,19 +321,17 @@ def drop_deferred_indexes(db: sqlite3.Connection) -> None:
 
 def restore_late_indexes(db: sqlite3.Connection) -> None:
     """Create whichever of :data:`REBUILD_LATE_INDEXES` is missing."""
-    for sql in REBUILD_LATE_INDEXES.values():
-        db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+    _create_missing(db, REBUILD_LATE_INDEXES.values())
 
 
 def restore_refs_index(db: sqlite3.Connection) -> None:
     """Create ``message_refs_tv`` (deferred by a rebuild) if it is missing: replies are looked up by it."""
-    db.execute(_RESTORE_REFS_INDEX)
+    _create_missing(db, [REBUILD_DEFERRED_INDEXES["message_refs_tv"]])
 
 
 def restore_deferred_indexes(db: sqlite3.Connection) -> None:
     """Create whichever of :data:`REBUILD_DEFERRED_INDEXES` is missing (a no-op when none is)."""
-    for sql in REBUILD_DEFERRED_INDEXES.values():
-        db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+    _create_missing(db, REBUILD_DEFERRED_INDEXES.values())
 
 
 # --------------------------------------------------------------------------- bulk rows
