@@ -122,6 +122,10 @@ MERGE_BLOCK_MIN = 8
 #: bisects every buffer for the few rows each round emits (5 µs a row at 200
 #: agent shards against 0.8 µs).
 HEAP_MERGE_STREAMS = 32
+#: ``meta`` key of this daemon's newest own event: ``"<seq>:<ts_ns>"``, the
+#: newest ``ts_ns`` of an event with our ``origin_daemon`` among the ``events``
+#: rows up to ``seq`` (see :meth:`Projection.newest_own_ts`).
+OWN_CLOCK_META = "own_clock"
 #: ``PRAGMA journal_size_limit`` of the write connection, in bytes.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: Rebuilds commit every this many events (keeps the WAL small).
@@ -297,6 +301,15 @@ def is_storage_error(exc: sqlite3.Error) -> bool:
 def invalid_line_id(line: bytes) -> str:
     """The ``events.event_id`` of an invalid line (never a real event id)."""
     return "invalid:" + hashlib.sha256(line).hexdigest()[:32]
+
+
+def _own_clock_mark(value: str | None) -> tuple[int, int]:
+    """``(seq, ts_ns)`` of a :data:`OWN_CLOCK_META` value (``(0, 0)``: none or unreadable)."""
+    seq, _, ts = (value or "").partition(":")
+    try:
+        return int(seq), int(ts)
+    except ValueError:
+        return 0, 0
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -573,6 +586,9 @@ class Projection:
         self.needs_rewrite = False
         self.counts: dict[str, int] = {}
         self._seq: int | None = None
+        #: The newest ``ts_ns`` of an own event (``origin_daemon`` = ours) that
+        #: an ingest since the last :meth:`reset_schema` indexed (0: none).
+        self.own_ts_max = 0
         #: ``progress(bytes done, bytes in all)`` during :meth:`ingest_files`
         self.progress: Callable[[int, int], None] | None = None
 
@@ -831,6 +847,7 @@ class Projection:
         self.counts = {}
         self.needs_rewrite = False
         self._seq = None
+        self.own_ts_max = 0
         self._ctx.memo.clear()
         return epoch
 
@@ -851,7 +868,34 @@ class Projection:
         self.begin()
         self.set_meta("built_at", format_ts(time.time_ns()))
         self.set_meta("rebuild_in_progress", None)
+        # The rebuild indexed every line: no row needs scanning for own events.
+        self.set_meta(OWN_CLOCK_META, f"{self._last_seq()}:{self.own_ts_max}")
         self.commit()
+
+    def newest_own_ts(self) -> int | None:
+        """The ``ts_ns`` of this daemon's newest indexed event (``None``: it has none); outside a transaction.
+
+        Reads the mark in :data:`OWN_CLOCK_META` and scans only the ``events``
+        rows indexed after it (a long history written by other daemons is not
+        read whole at every start), then moves the mark to the last row.
+        """
+        since, newest = _own_clock_mark(self.meta(OWN_CLOCK_META))
+        last = self._last_seq()
+        if since > last:  # not a mark of these rows
+            since, newest = 0, 0
+        newest = max(newest, self.own_ts_max)
+        if last > since:
+            row = self._cur.execute(
+                "SELECT ts_ns FROM events WHERE seq > ? AND origin_daemon=? AND state != 'invalid'"
+                " ORDER BY seq DESC LIMIT 1",
+                (since, self.daemon_id),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                newest = max(newest, int(row[0]))
+            self.begin()
+            self.set_meta(OWN_CLOCK_META, f"{last}:{newest}")
+            self.commit()
+        return newest or None
 
     def load_state(self, *, recount: bool = True) -> None:
         """Load pending keys and state counts (after open or rebuild).
@@ -1039,12 +1083,16 @@ class Projection:
         params: list[Any] = []
         metas: list[tuple[EventType | None, str, str, str]] = []
         add_meta = metas.append
+        own = self.daemon_id
+        own_ts_max = self.own_ts_max
         for ts_ns, eid, _i, _o, obj, _line, text, file in rows:
             typ = obj["type"]
             et = types.get(typ)
             origin = obj.get("origin_daemon", "")
             if type(origin) is not str:
                 origin = ""
+            elif origin == own and ts_ns > own_ts_max:
+                own_ts_max = ts_ns
             if et is None:
                 state = "ignored"
                 name = typ
@@ -1069,6 +1117,7 @@ class Projection:
                 text,
             )
             add_meta((et, name, origin, state))
+        self.own_ts_max = own_ts_max
         count = len(metas)
         prev_seq = self._last_seq()
         before = self.conn.total_changes

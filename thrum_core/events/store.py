@@ -313,12 +313,9 @@ class EventStore:
         report.warnings.extend(info.local_migration_warnings)
 
     def _observe_clock(self) -> None:
-        row = self.projection.conn.execute(
-            "SELECT ts_ns FROM events WHERE origin_daemon=? AND state != 'invalid' ORDER BY seq DESC LIMIT 1",
-            (self.daemon_id,),
-        ).fetchone()
-        if row is not None and row[0] is not None:
-            self.clock.observe(int(row[0]))
+        newest = self.projection.newest_own_ts()
+        if newest is not None:
+            self.clock.observe(newest)
 
     def close(self) -> None:
         """Record file positions and close everything (the writer must be stopped)."""

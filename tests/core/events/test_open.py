@@ -12,7 +12,7 @@ import trio
 from events_testtypes import DAEMON, dump_tables, edit, make_registry, note
 
 from thrum_core.canonical import canonical_line
-from thrum_core.events.projection import NewerDatabaseError
+from thrum_core.events.projection import OWN_CLOCK_META, NewerDatabaseError
 from thrum_core.events.store import EventStore
 from thrum_core.paths import ThrumPaths
 
@@ -317,6 +317,52 @@ async def test_clock_continues_after_the_newest_own_event(paths: ThrumPaths) -> 
         (ev,) = await store.submit([note("n2")])
         await store.stop_writer()
     assert ev.obj["timestamp"] == "2200-01-01T00:00:00.000001Z"
+    store.close()
+
+
+FUTURE = "2200-01-01T00:00:00.000000Z"
+FUTURE_NS = 7258118400000000000
+
+
+def own_clock_mark(store: EventStore) -> str | None:
+    return store.projection.meta(OWN_CLOCK_META)
+
+
+async def test_rebuild_marks_the_newest_own_event_for_the_clock(paths: ThrumPaths) -> None:
+    await fill(paths, [note("n1"), note("n2", timestamp=FUTURE), note("n3")])
+    store = reopen(paths)
+    store.rebuild()
+    # The rebuild saw every line, so its mark covers every row: the next start scans none.
+    assert own_clock_mark(store) == f"3:{FUTURE_NS}"
+    store.close()
+    remove_db(paths)
+    store = reopen(paths)
+    assert store.open_report is not None and store.open_report.rebuilt
+    assert own_clock_mark(store) == f"3:{FUTURE_NS}" and store.clock.last_ns == FUTURE_NS
+    store.close()
+
+
+async def test_start_scans_only_the_rows_after_the_own_clock_mark(paths: ThrumPaths) -> None:
+    await fill(paths, [note("n1", timestamp=FUTURE)])
+    foreign = note("n2", event_id="evt_n2", origin_daemon="d_other", timestamp="2026-01-02T00:00:00Z")
+    with (paths.sync_dir / "messages" / "alice.jsonl").open("ab") as f:
+        f.write(canonical_line(foreign))
+    store = reopen(paths)  # catches up row 2, written by another daemon
+    assert own_clock_mark(store) == f"2:{FUTURE_NS}" and store.clock.last_ns == FUTURE_NS
+    # A mark that says "nothing of ours up to row 1": only row 2 is read, and it is not ours.
+    store.projection.begin()
+    store.projection.set_meta(OWN_CLOCK_META, "1:0")
+    store.projection.commit()
+    store.close()
+    store = reopen(paths)
+    assert store.clock.last_ns < FUTURE_NS and own_clock_mark(store) == "2:0"
+    # A mark beyond the last row belongs to other rows: every row is read.
+    store.projection.begin()
+    store.projection.set_meta(OWN_CLOCK_META, "9:0")
+    store.projection.commit()
+    store.close()
+    store = reopen(paths)
+    assert store.clock.last_ns == FUTURE_NS and own_clock_mark(store) == f"2:{FUTURE_NS}"
     store.close()
 
 
