@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from thrum_core.canonical import canonical_line
-from thrum_core.events.legacy import build_registry, migrate
+from thrum_core.events.legacy import migrate
 from thrum_core.events.store import EventStore
+from thrum_core.events.types import EventTypeRegistry
 from thrum_core.ids import ulid_str
 from thrum_core.plugins.loader import make_plugin_manager
 from thrum_core.testing.daemon import DaemonProcess
@@ -60,7 +61,7 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 def bench_fixture(runs: int) -> None:
-    registry = build_registry(make_plugin_manager(clean_environ()))
+    registry = EventTypeRegistry.from_plugins(make_plugin_manager(clean_environ()))
     with tempfile.TemporaryDirectory(prefix="thrum-bench-") as tmp:
         repo = make_thrum_repo(Path(tmp), with_remote=False)
         with tarfile.open(FIXTURE) as tar:

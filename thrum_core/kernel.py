@@ -91,10 +91,7 @@ class Kernel:
         )
         self.notifiers: Registry[Any] = self.pm.collect("thrum_register_notifiers", Registry("notifier"))
         self.services: Registry[Service] = self.pm.collect("thrum_register_services", Registry("service"))
-        self.event_types = EventTypeRegistry()
-        self.pm.call_each(
-            "thrum_register_event_types", lambda plugin: {"register": self.event_types.bound(plugin)}
-        )
+        self.event_types = EventTypeRegistry.from_plugins(self.pm)
 
         self.dispatcher = Dispatcher(
             self, self.methods, default_deadline_s=self.config.daemon.request_timeout_ms / 1000

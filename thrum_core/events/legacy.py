@@ -59,14 +59,12 @@ from thrum_core.timefmt import format_ts, parse_ts_ns
 if TYPE_CHECKING:
     from thrum_core.events.types import EventTypeRegistry
     from thrum_core.paths import ThrumPaths
-    from thrum_core.plugins.manager import PluginManager
 
 __all__ = [
     "LegacySource",
     "MigrationReport",
     "Progress",
     "SourceReport",
-    "build_registry",
     "find_legacy_sources",
     "go_db_version",
     "import_go_database",
@@ -885,15 +883,6 @@ def import_go_database(
 # --------------------------------------------------------------------------- convenience
 
 
-def build_registry(pm: PluginManager) -> EventTypeRegistry:
-    """The event types every loaded plugin registers (what the daemon's kernel builds)."""
-    from thrum_core.events.types import EventTypeRegistry
-
-    registry = EventTypeRegistry()
-    pm.call_each("thrum_register_event_types", lambda plugin: {"register": registry.bound(plugin)})
-    return registry
-
-
 def migrate_repository(
     paths: ThrumPaths,
     *,
@@ -907,7 +896,8 @@ def migrate_repository(
 
     What ``thrum migrate`` and ``thrum init`` call.
     """
+    from thrum_core.events.types import EventTypeRegistry
     from thrum_core.plugins.loader import make_plugin_manager
 
-    registry = build_registry(make_plugin_manager(environ))
+    registry = EventTypeRegistry.from_plugins(make_plugin_manager(environ))
     return migrate(paths, registry, sources=sources, from_dir=from_dir, dry_run=dry_run, progress=progress)

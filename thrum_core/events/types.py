@@ -51,6 +51,8 @@ from thrum_core.errors import PluginError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from thrum_core.plugins.manager import PluginManager
+
 __all__ = [
     "DEFAULT_ROUTE",
     "SOURCES",
@@ -395,6 +397,16 @@ class EventTypeRegistry:
         self._migrations: dict[tuple[str, bool], Migrations] = {}
         self._rebuild_hooks: dict[str, RebuildHooks] = {}
         self._checked_routes: set[str] = set()
+
+    @classmethod
+    def from_plugins(cls, pm: PluginManager) -> EventTypeRegistry:
+        """The event types every loaded plugin of ``pm`` registers (``thrum_register_event_types``).
+
+        A plugin whose registration fails is marked failed; the others still register.
+        """
+        registry = cls()
+        pm.call_each("thrum_register_event_types", lambda plugin: {"register": registry.bound(plugin)})
+        return registry
 
     # -- registration -------------------------------------------------------------
     def bound(self, plugin: str) -> EventTypeRegistrar:

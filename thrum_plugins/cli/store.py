@@ -263,9 +263,9 @@ def rebuild_cmd() -> None:
     from thrum_cli.rpc import resolve_paths
     from thrum_cli.state import get_state
     from thrum_core.errors import Conflict
-    from thrum_core.events.legacy import build_registry
     from thrum_core.events.log import list_log_files
     from thrum_core.events.store import EventStore
+    from thrum_core.events.types import EventTypeRegistry
     from thrum_core.lifecycle import DaemonLock, ensure_var_dir
     from thrum_core.plugins.loader import make_plugin_manager
 
@@ -276,7 +276,7 @@ def rebuild_cmd() -> None:
         raise Conflict("busy", DAEMON_RUNNING.format(cmd="rebuild"))
     bar = _progress_bar()
     try:
-        registry = build_registry(make_plugin_manager(get_state().environ))
+        registry = EventTypeRegistry.from_plugins(make_plugin_manager(get_state().environ))
         store = EventStore(paths, registry, _daemon_id(paths))
         try:
             opened = store.open()

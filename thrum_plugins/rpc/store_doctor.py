@@ -199,8 +199,8 @@ def _fix_torn(report: DoctorReport, paths: ThrumPaths, scan: LogScan) -> None:
 
 
 def _rebuild(report: DoctorReport, paths: ThrumPaths) -> None:
-    from thrum_core.events.legacy import build_registry
     from thrum_core.events.store import EventStore
+    from thrum_core.events.types import EventTypeRegistry
     from thrum_core.lifecycle import DaemonLock
 
     if report.daemon is not None or DaemonLock.is_locked(paths.lock_file):
@@ -218,7 +218,7 @@ def _rebuild(report: DoctorReport, paths: ThrumPaths) -> None:
         report.check("rebuild", "fail", "the daemon started meanwhile; stop it and try again")
         return
     try:
-        store = EventStore(paths, build_registry(report.plugins), _daemon_id(paths))
+        store = EventStore(paths, EventTypeRegistry.from_plugins(report.plugins), _daemon_id(paths))
         try:
             opened = store.open()
             rebuilt = None if opened.rebuilt else store.rebuild()

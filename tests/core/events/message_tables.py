@@ -9,8 +9,8 @@ from typing import Any
 
 from events_testtypes import make_paths
 
-from thrum_core.events.legacy import build_registry
 from thrum_core.events.store import EventStore
+from thrum_core.events.types import EventTypeRegistry
 from thrum_core.testing import make_test_pm
 
 PLUGINS = ("rpc.agents", "rpc.messages", "rpc.groups")
@@ -34,7 +34,7 @@ _COUNTS = ("inbox_counts", "star_hours")
 
 def open_store(root: Path) -> EventStore:
     """An opened store under ``root`` whose registry holds the event types of :data:`PLUGINS`."""
-    store = EventStore(make_paths(root), build_registry(make_test_pm(PLUGINS)), "d_TEST")
+    store = EventStore(make_paths(root), EventTypeRegistry.from_plugins(make_test_pm(PLUGINS)), "d_TEST")
     store.open()
     return store
 

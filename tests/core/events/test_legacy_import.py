@@ -25,7 +25,6 @@ from thrum_core.canonical import canonical_line, parse_line
 from thrum_core.errors import Conflict
 from thrum_core.events.legacy import (
     LegacySource,
-    build_registry,
     find_legacy_sources,
     go_db_version,
     migrate,
@@ -74,7 +73,7 @@ def unpack(target: Path) -> Path:
 @pytest.fixture(scope="module")
 def registry() -> EventTypeRegistry:
     """The event types of every installed, enabled plugin (what the daemon uses)."""
-    return build_registry(make_plugin_manager(clean_environ()))
+    return EventTypeRegistry.from_plugins(make_plugin_manager(clean_environ()))
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from thrum_core.events.legacy import build_registry
 from thrum_core.events.store import EventStore
+from thrum_core.events.types import EventTypeRegistry
 from thrum_core.ids import ulid_str
 from thrum_core.testing import make_test_pm
 from thrum_core.timefmt import format_ts, parse_ts_ns
@@ -55,7 +55,7 @@ class StorePaths:
 
 
 def open_store(tmp: Path) -> EventStore:
-    store = EventStore(StorePaths(tmp), build_registry(make_test_pm(PLUGINS)), "d_TEST")
+    store = EventStore(StorePaths(tmp), EventTypeRegistry.from_plugins(make_test_pm(PLUGINS)), "d_TEST")
     store.open()
     return store
 
