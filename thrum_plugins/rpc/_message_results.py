@@ -80,7 +80,12 @@ def _sql(count: int, has_agents: bool, with_viewer: bool, full: bool) -> str:
         )
     else:
         is_read = "NULL"
-    counts = "" if full else ", 'recipient_count', m.rcpt_count, 'read_count', m.read_count"
+    counts = (
+        ""
+        if full
+        else ", 'recipient_count', m.rcpt_count,"
+        " 'read_count', (SELECT count(*) FROM message_reads r WHERE r.message_id = m.message_id)"
+    )
     metadata = (
         "json_object('deleted_at', m.deleted_at, 'delete_reason', m.delete_reason,"
         " 'edit_count', m.edit_count)"

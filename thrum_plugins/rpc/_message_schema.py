@@ -89,7 +89,6 @@ CREATE TABLE messages (
     star INTEGER NOT NULL DEFAULT 0,
     thread_k TEXT,
     rcpt_count INTEGER NOT NULL DEFAULT 0,
-    read_count INTEGER NOT NULL DEFAULT 0,
     scopes_json TEXT,
     refs_json TEXT
 );
@@ -242,7 +241,6 @@ END;
 """,
     "message_reads_ins": """
 CREATE TRIGGER message_reads_ins AFTER INSERT ON message_reads BEGIN
-    UPDATE messages SET read_count = read_count + 1 WHERE message_id = NEW.message_id;
     UPDATE inbox SET read = 1 WHERE viewer = NEW.agent_id AND message_id = NEW.message_id;
     INSERT OR IGNORE INTO inbox(viewer, message_id, created_ns, star, deleted, read)
     SELECT NEW.agent_id, message_id, created_ns, 1, deleted, 1 FROM messages
@@ -251,7 +249,6 @@ END;
 """,
     "message_reads_del": """
 CREATE TRIGGER message_reads_del AFTER DELETE ON message_reads BEGIN
-    UPDATE messages SET read_count = read_count - 1 WHERE message_id = OLD.message_id;
     DELETE FROM inbox WHERE viewer = OLD.agent_id AND message_id = OLD.message_id
         AND self = 0 AND rcpt = 0 AND dyn = 0;
     UPDATE inbox SET read = 0 WHERE viewer = OLD.agent_id AND message_id = OLD.message_id;

@@ -472,13 +472,13 @@ def rebuild_start(db: sqlite3.Connection) -> None:
 
 
 def rebuild_finish(db: sqlite3.Connection) -> None:
-    """After a rebuild applied the log: derive ``inbox``, its counts, ``star_hours`` and read counts.
+    """After a rebuild applied the log: derive ``inbox``, its counts and ``star_hours``.
 
     Gives the rows the live path leaves (every reducer maintaining them event
     by event): an inbox row per author, recipient (:data:`_FILL_INBOX`),
     dynamic viewer (through :func:`recompute_agent` of every agent) and
     reader of a broadcast, with ``read`` and ``deleted`` as they stand; then
-    the counts and ``messages.read_count``.  Recreates the triggers
+    the counts.  Recreates the triggers
     :func:`rebuild_start` dropped.
     """
     for name in _COUNT_TRIGGERS:
@@ -511,7 +511,6 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
         "INSERT INTO star_hours(hour, n) SELECT created_ns / 3600000000000, count(*) FROM messages"
         " WHERE star = 1 AND deleted = 0 GROUP BY created_ns / 3600000000000"
     )
-    _recount_reads(db)
     for name in (*_COUNT_TRIGGERS, *_REBUILD_DROPPED):
         db.execute(TRIGGERS[name])
 
@@ -520,16 +519,6 @@ def _reg_ns(registered_at: Any) -> int:
     """The instant an agent registered (:data:`NEVER` when unreadable), as :func:`agent_info` reads it."""
     ns = parse_ts_ns(registered_at)
     return NEVER if ns is None else ns
-
-
-def _recount_reads(db: sqlite3.Connection) -> None:
-    """``messages.read_count`` from ``message_reads`` (the rebuild kept no count; a delete may have)."""
-    db.execute(
-        "UPDATE messages SET read_count ="
-        " (SELECT count(*) FROM message_reads r WHERE r.message_id = messages.message_id)"
-        " WHERE read_count != 0"
-        " OR EXISTS (SELECT 1 FROM message_reads r WHERE r.message_id = messages.message_id)"
-    )
 
 
 def _count_inbox(db: sqlite3.Connection) -> None:

@@ -455,6 +455,9 @@ async def test_mark_read_once_per_message_only_for_received(team: Team) -> None:
         )
     msg = (await alice.call("message.get", {"message_id": both}))["message"]
     assert [x["agent_id"] for x in msg["recipients"] if x["read_at"]] == ["bob", "carol"]
+    # the summaries count each reader once
+    counts = {m["message_id"]: m["read_count"] for m in (await alice.inbox())["messages"]}
+    assert (counts[both], counts[to_bob], counts[to_carol], counts[own]) == (2, 1, 0, 0)
 
 
 async def test_mark_read_all_and_errors(team: Team) -> None:
