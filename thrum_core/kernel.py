@@ -179,7 +179,17 @@ class Kernel:
         # Without a sync backend (or if it failed) the store still needs its directory.
         self.paths.sync_dir.mkdir(parents=True, exist_ok=True)
         store = EventStore(self.paths, self.event_types, self.daemon_id, on_applied=self._on_applied)
-        self.open_report = store.open()
+        report = self.open_report = store.open()
+        if report.rebuilt:
+            log.info(
+                "projection rebuilt in %.1f s (%s): %d events from %d lines",
+                report.seconds,
+                report.rebuild_reason,
+                report.new,
+                report.lines,
+            )
+        else:
+            log.info("projection opened in %.1f s: %d new events caught up", report.seconds, report.new)
         self.store = store
         return store
 

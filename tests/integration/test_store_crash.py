@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -317,6 +318,9 @@ def test_deleted_database_is_rebuilt_from_the_log(
             path.unlink()
     d2 = daemons(repo)
     assert_notes_once(repo, set(ids))
+    # the daemon's log says why its start took long
+    daemon_log = repo.paths.log_file.read_text()
+    assert re.search(r"projection rebuilt in [0-9.]+ s \(created\): \d+ events", daemon_log)
     more = write_notes(d2, "after", 5)
     assert_notes_once(repo, {*ids, *more})
 
