@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from hostspeed import describe
 
 from thrum_core.canonical import canonical_json
 from thrum_core.events.store import EventStore
@@ -185,21 +186,6 @@ def rebuild_child(root: Path) -> None:
     )
 
 
-def raw_fdatasync_rate(directory: Path, seconds: float = 1.0) -> float:
-    """fdatasync/s of 200-byte appends to one file, for context."""
-    fd = os.open(directory / "raw.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    n = 0
-    t0 = time.perf_counter()
-    try:
-        while time.perf_counter() - t0 < seconds:
-            os.write(fd, b"x" * 199 + b"\n")
-            os.fdatasync(fd)
-            n += 1
-    finally:
-        os.close(fd)
-    return n / (time.perf_counter() - t0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the rebuild log")
@@ -213,8 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
         print(f"python {sys.version.split()[0]}, work dir {work}, {os.cpu_count()} CPUs")
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"load average {load}; raw fdatasync here: {raw_fdatasync_rate(work):,.0f}/s")
+        print(describe(work))
         for label, writers, sharded in (
             ("sequential, 1 writer", 1, False),
             ("10 concurrent writers, one file", 10, False),

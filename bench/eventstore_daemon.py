@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hostspeed import describe
+
 from thrum_core.canonical import canonical_line
 from thrum_core.events.legacy import migrate
 from thrum_core.events.store import EventStore
@@ -271,6 +273,7 @@ def main() -> None:
     parser.add_argument("--skip-million", action="store_true")
     args = parser.parse_args()
     os.environ.pop("THRUM_LOAD_PLUGINS", None)
+    print(describe(Path(tempfile.gettempdir())))
     if not args.skip_fixture:
         bench_fixture(args.runs)
     if not args.skip_million:

@@ -42,6 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hostspeed import describe
+
 from thrum_core.canonical import canonical_line
 from thrum_core.client import Client
 from thrum_core.ids import ulid_str
@@ -522,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="thrum-bench-"))
     log(f"working in {base}")
+    print(describe(base))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("sends and push", lambda: bench_sends(base, args.sends)),
         ("Go fixture", lambda: bench_fixture(base, args.rounds)),
