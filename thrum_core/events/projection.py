@@ -122,9 +122,9 @@ MERGE_BLOCK_MIN = 8
 #: bisects every buffer for the few rows each round emits (5 µs a row at 200
 #: agent shards against 0.8 µs).
 HEAP_MERGE_STREAMS = 32
-#: ``meta`` key of this daemon's newest own event: ``"<seq>:<ts_ns>"``, the
-#: newest ``ts_ns`` of an event with our ``origin_daemon`` among the ``events``
-#: rows up to ``seq`` (see :meth:`Projection.newest_own_ts`).
+#: ``meta`` key of this daemon's newest own event: ``"<daemon_id>:<seq>:<ts_ns>"``,
+#: the newest ``ts_ns`` of an event with ``origin_daemon`` = ``daemon_id`` among
+#: the ``events`` rows up to ``seq`` (see :meth:`Projection.newest_own_ts`).
 OWN_CLOCK_META = "own_clock"
 #: ``PRAGMA journal_size_limit`` of the write connection, in bytes.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -303,11 +303,16 @@ def invalid_line_id(line: bytes) -> str:
     return "invalid:" + hashlib.sha256(line).hexdigest()[:32]
 
 
-def _own_clock_mark(value: str | None) -> tuple[int, int]:
-    """``(seq, ts_ns)`` of a :data:`OWN_CLOCK_META` value (``(0, 0)``: none or unreadable)."""
-    seq, _, ts = (value or "").partition(":")
+def _own_clock_mark(value: str | None, daemon_id: str) -> tuple[int, int]:
+    """``(seq, ts_ns)`` of ``daemon_id``'s :data:`OWN_CLOCK_META` value.
+
+    ``(0, 0)`` when there is none, it is unreadable or it is another daemon's.
+    """
+    parts = (value or "").rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != daemon_id:
+        return 0, 0
     try:
-        return int(seq), int(ts)
+        return int(parts[1]), int(parts[2])
     except ValueError:
         return 0, 0
 
@@ -869,7 +874,7 @@ class Projection:
         self.set_meta("built_at", format_ts(time.time_ns()))
         self.set_meta("rebuild_in_progress", None)
         # The rebuild indexed every line: no row needs scanning for own events.
-        self.set_meta(OWN_CLOCK_META, f"{self._last_seq()}:{self.own_ts_max}")
+        self.set_meta(OWN_CLOCK_META, f"{self.daemon_id}:{self._last_seq()}:{self.own_ts_max}")
         self.commit()
 
     def newest_own_ts(self) -> int | None:
@@ -879,9 +884,9 @@ class Projection:
         rows indexed after it (a long history written by other daemons is not
         read whole at every start), then moves the mark to the last row.
         """
-        since, newest = _own_clock_mark(self.meta(OWN_CLOCK_META))
+        since, newest = _own_clock_mark(self.meta(OWN_CLOCK_META), self.daemon_id)
         last = self._last_seq()
-        if since > last:  # not a mark of these rows
+        if since > last:  # a mark of other rows (another database's)
             since, newest = 0, 0
         newest = max(newest, self.own_ts_max)
         if last > since:
@@ -893,7 +898,7 @@ class Projection:
             if row is not None and row[0] is not None:
                 newest = max(newest, int(row[0]))
             self.begin()
-            self.set_meta(OWN_CLOCK_META, f"{last}:{newest}")
+            self.set_meta(OWN_CLOCK_META, f"{self.daemon_id}:{last}:{newest}")
             self.commit()
         return newest or None
 

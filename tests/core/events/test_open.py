@@ -333,12 +333,12 @@ async def test_rebuild_marks_the_newest_own_event_for_the_clock(paths: ThrumPath
     store = reopen(paths)
     store.rebuild()
     # The rebuild saw every line, so its mark covers every row: the next start scans none.
-    assert own_clock_mark(store) == f"3:{FUTURE_NS}"
+    assert own_clock_mark(store) == f"{DAEMON}:3:{FUTURE_NS}"
     store.close()
     remove_db(paths)
     store = reopen(paths)
     assert store.open_report is not None and store.open_report.rebuilt
-    assert own_clock_mark(store) == f"3:{FUTURE_NS}" and store.clock.last_ns == FUTURE_NS
+    assert own_clock_mark(store) == f"{DAEMON}:3:{FUTURE_NS}" and store.clock.last_ns == FUTURE_NS
     store.close()
 
 
@@ -348,21 +348,23 @@ async def test_start_scans_only_the_rows_after_the_own_clock_mark(paths: ThrumPa
     with (paths.sync_dir / "messages" / "alice.jsonl").open("ab") as f:
         f.write(canonical_line(foreign))
     store = reopen(paths)  # catches up row 2, written by another daemon
-    assert own_clock_mark(store) == f"2:{FUTURE_NS}" and store.clock.last_ns == FUTURE_NS
+    assert own_clock_mark(store) == f"{DAEMON}:2:{FUTURE_NS}" and store.clock.last_ns == FUTURE_NS
     # A mark that says "nothing of ours up to row 1": only row 2 is read, and it is not ours.
     store.projection.begin()
-    store.projection.set_meta(OWN_CLOCK_META, "1:0")
+    store.projection.set_meta(OWN_CLOCK_META, f"{DAEMON}:1:0")
     store.projection.commit()
     store.close()
     store = reopen(paths)
-    assert store.clock.last_ns < FUTURE_NS and own_clock_mark(store) == "2:0"
-    # A mark beyond the last row belongs to other rows: every row is read.
-    store.projection.begin()
-    store.projection.set_meta(OWN_CLOCK_META, "9:0")
-    store.projection.commit()
-    store.close()
-    store = reopen(paths)
-    assert store.clock.last_ns == FUTURE_NS and own_clock_mark(store) == f"2:{FUTURE_NS}"
+    assert store.clock.last_ns < FUTURE_NS and own_clock_mark(store) == f"{DAEMON}:2:0"
+    # A mark beyond the last row belongs to other rows, and another daemon's mark says
+    # nothing of ours: in both cases every row is read.
+    for other in (f"{DAEMON}:9:0", "d_someone_else:2:0"):
+        store.projection.begin()
+        store.projection.set_meta(OWN_CLOCK_META, other)
+        store.projection.commit()
+        store.close()
+        store = reopen(paths)
+        assert store.clock.last_ns == FUTURE_NS and own_clock_mark(store) == f"{DAEMON}:2:{FUTURE_NS}"
     store.close()
 
 
