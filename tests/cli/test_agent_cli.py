@@ -21,6 +21,7 @@ import pytest
 from thrum_core.testing.plugins import clean_environ
 from thrum_core.testing.repo import TEST_GIT_ENV
 from thrum_core.testing.repo import run_git as git
+from thrum_plugins.cli._agent_common import work_counts
 
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -325,6 +326,11 @@ def test_team_who_has_and_ping(repo: Path) -> None:
         "websocket_port",
     }
     assert view["agent"]["agent_id"] == "toast" and view["work_context"]["intent"] == "plan v2"
+    unmerged = len(view["work_context"]["unmerged_commits"])
+    uncommitted = len(view["work_context"]["uncommitted_files"])
+    human = thrum("overview", cwd=repo, env=me)
+    assert human.returncode == 0 and "Intent: plan v2" in human.stdout
+    assert f"Branch main: {work_counts(unmerged, uncommitted)}" in human.stdout.splitlines()
     assert ok("agent", "set-status", "blocked", cwd=repo, env=me)["status"] == "blocked"
     assert ok("agent", "whoami", cwd=repo, env=me)["intent"] == "plan v2"
 

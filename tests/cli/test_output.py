@@ -162,3 +162,11 @@ def test_identity_root_options_are_recorded(run_cli: Invoke) -> None:
     assert result.exit_code == 0
     state = get_state()
     assert (state.name, state.role, state.module) == ("alice", "planner", "core")
+
+
+def test_work_counts_are_in_words_with_singulars() -> None:
+    from thrum_plugins.cli._agent_common import work_counts
+
+    assert work_counts(0, 1) == "0 unmerged commits, 1 uncommitted file"
+    assert work_counts(1, 0) == "1 unmerged commit, 0 uncommitted files"
+    assert work_counts(2, 3) == "2 unmerged commits, 3 uncommitted files"

@@ -33,6 +33,7 @@ __all__ = [
     "parse_scopes",
     "repo_id",
     "short_ts",
+    "work_counts",
     "worktree_root",
 ]
 
@@ -203,6 +204,13 @@ def short_ts(ts: str | None) -> str:
     if not ts:
         return "-"
     return ts.replace("T", " ")[:19]
+
+
+def work_counts(unmerged: int, uncommitted: int) -> str:
+    """``1 unmerged commit, 3 uncommitted files``: a work context's size in words."""
+    commits = "commit" if unmerged == 1 else "commits"
+    files = "file" if uncommitted == 1 else "files"
+    return f"{unmerged} unmerged {commits}, {uncommitted} uncommitted {files}"
 
 
 def ago(ts: str | None) -> str:

@@ -14,6 +14,7 @@ from thrum_plugins.cli._agent_common import (
     open_session,
     read_text_arg,
     short_ts,
+    work_counts,
 )
 
 __all__ = ["MAX_CONTEXT_BYTES", "context", "prime"]
@@ -155,9 +156,8 @@ def _print_prime(r: dict[str, Any]) -> None:
     work = r.get("work_context")
     if work:
         click.echo(
-            f"\n## Work\nBranch {work.get('branch') or '-'},"
-            f" {len(work.get('unmerged_commits') or [])} unmerged commits, "
-            f"{len(work.get('uncommitted_files') or [])} uncommitted files"
+            f"\n## Work\nBranch {work.get('branch') or '-'}, "
+            + work_counts(len(work.get("unmerged_commits") or []), len(work.get("uncommitted_files") or []))
         )
     team = r.get("team") or []
     if team:

@@ -15,6 +15,7 @@ from thrum_plugins.cli._agent_common import (
     open_session,
     repo_relative,
     short_ts,
+    work_counts,
 )
 
 __all__ = ["overview", "ping", "team", "who_has"]
@@ -45,7 +46,7 @@ def print_team(result: dict[str, Any]) -> None:
             click.echo(f"    {detail}")
         changes = len(m.get("uncommitted_files") or [])
         if m.get("unmerged_commits") or changes:
-            click.echo(f"    {m['unmerged_commits']} unmerged commits, {changes} uncommitted files")
+            click.echo(f"    {work_counts(m['unmerged_commits'], changes)}")
 
 
 @click.command("team")
@@ -80,8 +81,8 @@ def _print_overview(result: dict[str, Any]) -> None:
         if ctx.get("intent"):
             click.echo(f"Intent: {ctx['intent']}")
         click.echo(
-            f"Branch {ctx.get('branch') or '-'}: {len(ctx.get('unmerged_commits') or [])} unmerged commits, "
-            f"{len(ctx.get('uncommitted_files') or [])} uncommitted files"
+            f"Branch {ctx.get('branch') or '-'}: "
+            + work_counts(len(ctx.get("unmerged_commits") or []), len(ctx.get("uncommitted_files") or []))
         )
     inbox = result["inbox"]
     click.echo(f"Inbox: {inbox['unread']} unread of {inbox['total']}")
