@@ -286,6 +286,8 @@ def test_team_who_has_and_ping(repo: Path) -> None:
 
     team = thrum("team", cwd=repo)
     assert team.returncode == 0 and "toast" in team.stdout and "plan v2" in team.stdout
+    # an agent registered without a session is offline
+    ok("agent", "register", "--name", "idle_one", "--role", "idler", "--module", "docs", cwd=repo)
     everyone = ok("team", "--all", cwd=repo)["members"]
     assert any(m["status"] == "offline" for m in everyone)
     assert all(m["role"] == "planner" for m in ok("team", "--role", "planner", cwd=repo)["members"])
