@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from events_testtypes import make_paths
 
 from thrum_core.events.store import EventStore
 from thrum_core.events.types import EventTypeRegistry
 from thrum_core.testing import make_test_pm
+
+T = TypeVar("T")
 
 PLUGINS = ("rpc.agents", "rpc.messages", "rpc.groups")
 BASE = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -37,6 +39,25 @@ def open_store(root: Path) -> EventStore:
     store = EventStore(make_paths(root), EventTypeRegistry.from_plugins(make_test_pm(PLUGINS)), "d_TEST")
     store.open()
     return store
+
+
+def live_and_rebuilt(
+    root: Path, events: Sequence[Mapping[str, Any]], batch: int, read: Callable[[sqlite3.Connection], T]
+) -> tuple[T, T]:
+    """``read`` of a store under ``root`` that applied ``events`` live, then of the same store rebuilt.
+
+    Live, the events are written ``batch`` at a time (``source="sync"``), as
+    the writer applies what a merge brought.
+    """
+    store = open_store(root)
+    try:
+        for start in range(0, len(events), batch):
+            store.write_now(list(events[start : start + batch]), source="sync")
+        live = read(store.reader())
+        store.rebuild()
+        return live, read(store.reader())
+    finally:
+        store.close()
 
 
 def dump_tables(conn: sqlite3.Connection, tables: Iterable[str]) -> dict[str, list[tuple[Any, ...]]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, open_store
+from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, live_and_rebuilt
 
 from thrum_core.ids import ulid_str
 from thrum_core.timefmt import format_ts
@@ -119,18 +119,17 @@ def test_message_tables_rebuilt_equal_live(tmp_path: Path, seed: int) -> None:
     events = scenario(seed)
     if not any(e["type"] == "agent.cleanup" for e in events):
         events.insert(60, {**events[60], "type": "agent.cleanup", "agent_id": "a4", "event_id": "evt_ZZZZ"})
-    store = open_store(tmp_path / "repo")
-    try:
-        # live: in sort order, in a few batches, as the writer applies them
-        ordered = sorted(events, key=lambda e: (e["timestamp"], e["event_id"]))
-        for start in range(0, len(ordered), 17):
-            store.write_now(ordered[start : start + 17], source="sync")
-        live = dump(store.reader())
-        store.rebuild()
-        rebuilt = dump(store.reader())
-        names = {r[0] for r in store.reader().execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    finally:
-        store.close()
+    # live: in sort order, in a few batches, as the writer applies them
+    ordered = sorted(events, key=lambda e: (e["timestamp"], e["event_id"]))
+    (live, _), (rebuilt, names) = live_and_rebuilt(
+        tmp_path / "repo",
+        ordered,
+        17,
+        lambda conn: (
+            dump(conn),
+            {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")},
+        ),
+    )
     assert live["messages"], "the scenario projects messages"
     for table in live:
         assert rebuilt[table] == live[table], table

@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, open_store
+from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, live_and_rebuilt
 
 from thrum_core.ids import ulid_str
 from thrum_core.timefmt import format_ts
@@ -93,18 +93,9 @@ def build_events() -> list[dict[str, Any]]:
 
 
 def test_inbox_and_counts_rebuilt_equal_live(tmp_path: Path) -> None:
-    events = build_events()
-    store = open_store(tmp_path / "repo")
-    try:
-        for start in range(0, len(events), 9):
-            store.write_now(events[start : start + 9], source="sync")
-        live = dump_tables(store.reader(), TABLES)
-        live_schema = schema(store.reader())
-        store.rebuild()
-        rebuilt = dump_tables(store.reader(), TABLES)
-        rebuilt_schema = schema(store.reader())
-    finally:
-        store.close()
+    (live, live_schema), (rebuilt, rebuilt_schema) = live_and_rebuilt(
+        tmp_path / "repo", build_events(), 9, lambda conn: (dump_tables(conn, TABLES), schema(conn))
+    )
     # the scenario has every kind of row it is meant to have
     inbox = {(r[0], r[1]): r for r in live["inbox"]}
     assert inbox[("a5", "msg_b1")][5] == 1 and inbox[("a9", "msg_b1")][5] == 1  # rcpt of a broadcast

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, open_store
+from message_tables import BASE, MESSAGE_TABLES, SEC, dump_tables, live_and_rebuilt
 
 from thrum_core.ids import ulid_str
 from thrum_core.timefmt import format_ts
@@ -108,16 +108,7 @@ def build_events() -> list[dict[str, Any]]:
 
 
 def test_message_create_shapes_rebuilt_equal_live(tmp_path: Path) -> None:
-    events = build_events()
-    store = open_store(tmp_path / "repo")
-    try:
-        for start in range(0, len(events), 11):
-            store.write_now(events[start : start + 11], source="sync")
-        live = dump(store.reader())
-        store.rebuild()
-        rebuilt = dump(store.reader())
-    finally:
-        store.close()
+    live, rebuilt = live_and_rebuilt(tmp_path / "repo", build_events(), 11, dump)
     states = {state for _eid, state, _w in live["events"]}
     assert "invalid" in states and len(live["messages"]) >= len(SHAPES) * 2
     for table in live:
