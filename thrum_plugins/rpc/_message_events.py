@@ -329,6 +329,15 @@ def _queued(queue: dict[str, list[Any]], sql: str) -> list[Any]:
     return rows
 
 
+def _count_queued(memo: dict[str, Any], db: sqlite3.Connection, added: int) -> None:
+    """Count ``added`` newly queued rows; write all queued rows once :data:`BULK_FLUSH_ROWS` have gathered."""
+    n = memo.get(_QUEUED_MEMO, 0) + added
+    if n >= BULK_FLUSH_ROWS:
+        flush_bulk_rows(db)
+        n = 0
+    memo[_QUEUED_MEMO] = n
+
+
 def _create_in_rebuild(ctx: ApplyContext, ev: StoredEvent) -> bool:
     """The rebuild's common ``message.create``: insert a new message, queue its other rows.
 
@@ -419,7 +428,7 @@ def _create_in_rebuild(ctx: ApplyContext, ev: StoredEvent) -> bool:
     if len(known) >= KNOWN_MESSAGES_MAX:
         known.clear()
     known.add(message_id)
-    n = memo.get(_QUEUED_MEMO, 0)
+    n = 0
     if recipients:
         _queued(queue, _INSERT_RECIPIENT).extend([(message_id, r) for r in recipients])
         n += len(recipients)
@@ -432,10 +441,7 @@ def _create_in_rebuild(ctx: ApplyContext, ev: StoredEvent) -> bool:
     if not audience.star and audience.keys:
         _queued(queue, _INSERT_AUDIENCE).extend([(k, created_ns, message_id) for k in audience.keys])
         n += len(audience.keys)
-    if n >= BULK_FLUSH_ROWS:
-        flush_bulk_rows(db)
-        n = 0
-    memo[_QUEUED_MEMO] = n
+    _count_queued(memo, db, n)
     if reply_to is not None:
         _note_replies(bits, refs)
         if thread_id is not None:
@@ -613,21 +619,20 @@ def reduce_delete(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
     return None
 
 
-_UPSERT_READ = (
-    "INSERT INTO message_reads(message_id, agent_id, read_at, read_ns, session_id, event_id)"
-    " SELECT ?1,?2,?3,?4,?5,?6 WHERE EXISTS (SELECT 1 FROM messages WHERE message_id=?1)"
+_INSERT_READ = "INSERT INTO message_reads(message_id, agent_id, read_at, read_ns, session_id, event_id)"
+#: A second read of a message by the same agent keeps the earliest.
+_KEEP_EARLIEST_READ = (
     " ON CONFLICT(message_id, agent_id) DO UPDATE SET"
     " read_at=excluded.read_at, read_ns=excluded.read_ns, session_id=excluded.session_id,"
     " event_id=excluded.event_id WHERE excluded.read_ns < message_reads.read_ns"
+)
+_UPSERT_READ = (
+    _INSERT_READ
+    + " SELECT ?1,?2,?3,?4,?5,?6 WHERE EXISTS (SELECT 1 FROM messages WHERE message_id=?1)"
+    + _KEEP_EARLIEST_READ
 )
 #: :data:`_UPSERT_READ` of a message known to be stored (:func:`rebuilt_messages`).
-_UPSERT_READ_STORED = (
-    "INSERT INTO message_reads(message_id, agent_id, read_at, read_ns, session_id, event_id)"
-    " VALUES (?1,?2,?3,?4,?5,?6)"
-    " ON CONFLICT(message_id, agent_id) DO UPDATE SET"
-    " read_at=excluded.read_at, read_ns=excluded.read_ns, session_id=excluded.session_id,"
-    " event_id=excluded.event_id WHERE excluded.read_ns < message_reads.read_ns"
-)
+_UPSERT_READ_STORED = _INSERT_READ + " VALUES (?1,?2,?3,?4,?5,?6)" + _KEEP_EARLIEST_READ
 
 
 def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
@@ -660,15 +665,8 @@ def reduce_receipt(ctx: ApplyContext, ev: StoredEvent) -> Pending | None:
             if state is None:
                 state = _rebuild_state(memo, db)
             if message_id in state[2]:
-                rows = state[1].get(_UPSERT_READ_STORED)
-                if rows is None:
-                    rows = state[1][_UPSERT_READ_STORED] = []
-                rows.append(params)
-                n = memo.get(_QUEUED_MEMO, 0) + 1
-                if n >= BULK_FLUSH_ROWS:
-                    flush_bulk_rows(db)
-                    n = 0
-                memo[_QUEUED_MEMO] = n
+                _queued(state[1], _UPSERT_READ_STORED).append(params)
+                _count_queued(memo, db, 1)
                 return None
             flush_bulk_rows(db)  # the reads queued so far go first
         if db.execute(_UPSERT_READ, params).rowcount == 1:

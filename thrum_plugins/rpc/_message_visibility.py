@@ -108,8 +108,7 @@ def agent_info(db: sqlite3.Connection, agent_id: str) -> AgentInfo | None:
     row = db.execute("SELECT kind, role, registered_at FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
     if row is None:
         return None
-    reg = parse_ts_ns(row[2])
-    return AgentInfo(agent_id, row[0] or "agent", row[1] or "", NEVER if reg is None else reg)
+    return AgentInfo(agent_id, row[0] or "agent", row[1] or "", _reg_ns(row[2]))
 
 
 def agent_keys(info: AgentInfo, groups: Iterable[str]) -> list[str]:
@@ -478,8 +477,7 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
     by event): an inbox row per author, recipient (:data:`_FILL_INBOX`),
     dynamic viewer (through :func:`recompute_agent` of every agent) and
     reader of a broadcast, with ``read`` and ``deleted`` as they stand; then
-    the counts.  Recreates the triggers
-    :func:`rebuild_start` dropped.
+    the counts.  Recreates the triggers :func:`rebuild_start` dropped.
     """
     for name in _COUNT_TRIGGERS:
         db.execute(f"DROP TRIGGER IF EXISTS {name}")
@@ -516,7 +514,7 @@ def rebuild_finish(db: sqlite3.Connection) -> None:
 
 
 def _reg_ns(registered_at: Any) -> int:
-    """The instant an agent registered (:data:`NEVER` when unreadable), as :func:`agent_info` reads it."""
+    """The instant an agent registered (:data:`NEVER` when unreadable)."""
     ns = parse_ts_ns(registered_at)
     return NEVER if ns is None else ns
 
