@@ -204,6 +204,7 @@ def _key_agents(db: sqlite3.Connection, key: str, has_agents: bool) -> list[tupl
 
 
 def _registered_ns(db: sqlite3.Connection, agent_ids: Iterable[str]) -> dict[str, int]:
+    """Registration instants (:func:`_reg_ns`) of those of ``agent_ids`` that are registered."""
     ids = list(agent_ids)
     out: dict[str, int] = {}
     if not ids or not table_exists(db, "agents"):
@@ -211,12 +212,12 @@ def _registered_ns(db: sqlite3.Connection, agent_ids: Iterable[str]) -> dict[str
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        for agent_id, reg in db.execute(
-            f"SELECT agent_id, registered_at FROM agents WHERE agent_id IN ({marks})", chunk
-        ):
-            ns = parse_ts_ns(reg)
-            if ns is not None:
-                out[agent_id] = ns
+        out.update(
+            (agent_id, _reg_ns(reg))
+            for agent_id, reg in db.execute(
+                f"SELECT agent_id, registered_at FROM agents WHERE agent_id IN ({marks})", chunk
+            )
+        )
     return out
 
 
