@@ -874,7 +874,7 @@ class Projection:
         self.set_meta("built_at", format_ts(time.time_ns()))
         self.set_meta("rebuild_in_progress", None)
         # The rebuild indexed every line: no row needs scanning for own events.
-        self.set_meta(OWN_CLOCK_META, f"{self.daemon_id}:{self._last_seq()}:{self.own_ts_max}")
+        self._set_own_clock(self._last_seq(), self.own_ts_max)
         self.commit()
 
     def newest_own_ts(self) -> int | None:
@@ -898,9 +898,13 @@ class Projection:
             if row is not None and row[0] is not None:
                 newest = max(newest, int(row[0]))
             self.begin()
-            self.set_meta(OWN_CLOCK_META, f"{self.daemon_id}:{last}:{newest}")
+            self._set_own_clock(last, newest)
             self.commit()
         return newest or None
+
+    def _set_own_clock(self, seq: int, ts_ns: int) -> None:
+        """Write the :data:`OWN_CLOCK_META` mark (read back by :func:`_own_clock_mark`)."""
+        self.set_meta(OWN_CLOCK_META, f"{self.daemon_id}:{seq}:{ts_ns}")
 
     def load_state(self, *, recount: bool = True) -> None:
         """Load pending keys and state counts (after open or rebuild).
