@@ -10,9 +10,11 @@ Run from the repository root::
 
     python bench/eventstore.py [--events 1000000] [--seconds 3] [--dir DIR]
 
-- durable appends/s (every call returns after fdatasync and the SQLite
-  commit) for one sequential writer, and for 10 concurrent writers (trio
-  tasks calling ``submit``) writing to one file and to ten shard files;
+- durable appends/s (every call returns after fdatasync, its rows projected
+  and visible to the store's readers; the writer may commit several such
+  batches to SQLite at once) for one sequential writer, and for 10
+  concurrent writers (trio tasks calling ``submit``) writing to one file and
+  to ten shard files;
 - rebuild events/s of a generated log of ``--events`` canonical lines of a
   simple registered type whose reducer inserts one row per event, and the
   peak RSS of the process that did the rebuild (run in a fresh subprocess so

@@ -106,12 +106,26 @@ def write_notes(d: DaemonProcess, prefix: str, count: int) -> list[str]:
     return ids
 
 
+def committed_note_rows(repo: ThrumRepo, expected: set[str], within: float = 10.0) -> Counter[str]:
+    """The notes in SQLite, as a connection of this process sees them.
+
+    A running daemon may hold its last batches uncommitted for a few
+    milliseconds (``writer.HOLD_IDLE_S``): wait until ``expected`` shows.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        rows = Counter(r[0] for r in query(repo.paths.db_path, "SELECT note_id FROM p_testnote_notes"))
+        if expected <= set(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.02)
+
+
 def assert_notes_once(repo: ThrumRepo, expected: set[str]) -> Counter[str]:
     """Every expected note is in the logs and in SQLite exactly once; nothing is doubled."""
     logs = log_counts(repo.paths.sync_dir, "test.note", "note_id")
     assert {n for n in expected if logs[n] != 1} == set()
     assert [n for n, c in logs.items() if c != 1] == []
-    rows = Counter(r[0] for r in query(repo.paths.db_path, "SELECT note_id FROM p_testnote_notes"))
+    rows = committed_note_rows(repo, expected)
     assert {n for n in expected if rows[n] != 1} == set()
     assert set(rows) == set(logs)
     events = query(

@@ -591,6 +591,7 @@ class Projection:
         self.needs_rewrite = False
         self.counts: dict[str, int] = {}
         self._seq: int | None = None
+        self._held = False  # see commit(hold=True)
         #: The newest ``ts_ns`` of an own event (``origin_daemon`` = ours) that
         #: an ingest since the last :meth:`reset_schema` indexed (0: none).
         self.own_ts_max = 0
@@ -672,7 +673,11 @@ class Projection:
         return proj, info
 
     def close(self) -> None:
-        """Close the write connection."""
+        """Commit a held transaction and close the write connection."""
+        try:
+            self.commit_held()
+        except sqlite3.Error:
+            log.exception("could not commit the projection's held transaction at close")
         try:
             self.conn.close()
         except sqlite3.Error:
@@ -931,19 +936,55 @@ class Projection:
         return self.meta("epoch")
 
     # ------------------------------------------------------------------ transactions
+    @property
+    def held(self) -> bool:
+        """Whether writer batches wait, uncommitted, in an open transaction (see :meth:`commit`)."""
+        return self._held
+
     def begin(self) -> None:
-        """Start a write transaction."""
+        """Start a write transaction (committing a held one first)."""
+        if self._held:
+            self.commit_held()
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def commit(self) -> None:
-        """Commit the write transaction."""
+    def begin_batch(self) -> None:
+        """Start the transaction of one writer batch, or go on with the held one (see :meth:`commit`)."""
+        if not self._held:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self, *, hold: bool = False) -> None:
+        """Commit the write transaction; with ``hold``, leave it open for later batches.
+
+        A held transaction is committed by the next :meth:`begin`, by
+        :meth:`commit_held` or by a ``commit()`` without ``hold``; until then
+        only this connection sees its changes, and :meth:`rollback` undoes
+        all of it.  The writer holds only what is already durable in the log,
+        so losing a held transaction loses nothing: a catch-up projects those
+        lines again.
+        """
         if self.needs_rewrite:
             self.set_meta("tombstone_rewrite", "1")
+        if hold:
+            self._held = True
+            return
         self.conn.execute("COMMIT")
+        self._held = False
+
+    def commit_held(self) -> None:
+        """Commit a held transaction (nothing when none is held); on failure roll it back and raise."""
+        if not self._held:
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        self._held = False
 
     def rollback(self) -> None:
-        """Roll back the write transaction (and forget cached state it may have changed)."""
+        """Roll back the write transaction, held batches included (and forget state it may have changed)."""
         self._seq = None
+        self._held = False
         try:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")

@@ -431,8 +431,16 @@ class EventStore:
         return result
 
     # ------------------------------------------------------------------ reading
-    def reader(self) -> sqlite3.Connection:
-        """A read-only connection cached per thread (closed by :meth:`close`)."""
+    def reader(self, *, fresh_except: frozenset[str] | None = None) -> sqlite3.Connection:
+        """A read-only connection cached per thread (closed by :meth:`close`).
+
+        What was written before the call is visible to it: batches the writer
+        holds uncommitted are committed first (:meth:`BatchProcessor.settle`),
+        unless ``fresh_except`` names every type they hold (the caller reads
+        nothing those types change).
+        """
+        if self._processor is not None:
+            self._processor.settle(fresh_except)
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect_reader(Path(self.paths.db_path), check_same_thread=False)
@@ -442,7 +450,9 @@ class EventStore:
         return conn
 
     def open_reader(self) -> sqlite3.Connection:
-        """A new read-only connection; the caller closes it."""
+        """A new read-only connection that sees what was written before the call; the caller closes it."""
+        if self._processor is not None:
+            self._processor.settle()
         return connect_reader(Path(self.paths.db_path))
 
     def tombstone_filter(self) -> TombstoneFilter:
@@ -471,6 +481,7 @@ class EventStore:
             "queue_depth": self._writer.queue_depth if self._writer is not None else 0,
             "batches": proc.batches if proc is not None else 0,
             "events_written": proc.events_written if proc is not None else 0,
+            "held_commits": proc.held_commits if proc is not None else 0,
         }
 
     # ------------------------------------------------------------------ catch-up & rebuild

@@ -137,7 +137,7 @@ def resolve_caller(ctx: CallContext, auth: str) -> Caller:
             if known.is_local:
                 touch_presence(ctx, known.agent_id, known.session_id)
             return known
-    cur = store.reader().cursor()
+    cur = store.reader(fresh_except=MESSAGE_DATA_TYPES).cursor()  # agents and sessions only
     cur.row_factory = None
     row = cur.execute(_CALLER_SQL, (attached or None, agent_id)).fetchone()
     sid, session_agent, ended_at, start_k, found, kind, role, module, origin = row

@@ -28,11 +28,11 @@ __all__ = [
 T = TypeVar("T")
 
 
-def reader(kernel: Kernel) -> sqlite3.Connection:
-    """The read-only projection connection of the current thread."""
+def reader(kernel: Kernel, *, fresh_except: frozenset[str] | None = None) -> sqlite3.Connection:
+    """The read-only projection connection of the current thread (see ``EventStore.reader``)."""
     if kernel.store is None:
         raise ThrumError("the event store is not open")
-    return kernel.store.reader()
+    return kernel.store.reader(fresh_except=fresh_except)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from thrum_core.ids import new_message_id, new_thread_id
 from thrum_core.names import MAX_REFS, MAX_SCOPES
 from thrum_core.timefmt import format_ts, now_ns, parse_point_in_time
 from thrum_plugins.notifiers.push import announce_written, notify_threads
-from thrum_plugins.rpc._caller import identity_rows
+from thrum_plugins.rpc._caller import MESSAGE_DATA_TYPES, identity_rows
 from thrum_plugins.rpc._message_common import caller_id, ensure_fresh, reader
 from thrum_plugins.rpc._message_params import DeleteParams, EditParams, MarkReadParams
 from thrum_plugins.rpc._message_queries import ListQuery, inbox_totals, list_messages, visible_to
@@ -85,7 +85,10 @@ async def send(p: SendParams, ctx: CallContext) -> dict[str, Any]:
     author = caller_id(ctx)
     structured = check_body(p.content, p.format, p.structured, kernel.config.daemon.max_message_body_bytes)
     cache = identity_rows(kernel)  # before the queries whose results it keeps
-    db = reader(kernel)
+    # Only a reply or a thread reads message data; the rest (agents, groups,
+    # sessions) is not changed by message events the writer may still hold.
+    reads_messages = p.reply_to is not None or p.thread_id is not None
+    db = reader(kernel, fresh_except=None if reads_messages else MESSAGE_DATA_TYPES)
     authored_by: str | None = None
     if p.acting_as is not None:
         if ctx.transport != "ws" or getattr(caller, "kind", "agent") != "user":
@@ -198,7 +201,12 @@ async def edit(p: EditParams, ctx: CallContext) -> dict[str, Any]:
     event = {"type": "message.edit", "message_id": p.message_id, "agent_id": caller, "body": body}
     stored = (await kernel.emit([event], ctx=ctx))[0]
     announce_written(kernel, [stored])
-    version = db.execute("SELECT edit_count FROM messages WHERE message_id=?", (p.message_id,)).fetchone()
+    # A reader taken after the write sees it (EventStore.reader).
+    version = (
+        reader(kernel)
+        .execute("SELECT edit_count FROM messages WHERE message_id=?", (p.message_id,))
+        .fetchone()
+    )
     return {
         "message_id": p.message_id,
         "updated_at": stored.obj.get("timestamp"),
@@ -286,6 +294,7 @@ async def mark_read_ids(ctx: CallContext, reader_id: str, ids: list[str]) -> dic
                 ev["session_id"] = session_id
             events.append(ev)
         await kernel.emit(events, ctx=ctx)
+        db = reader(kernel)  # one that sees the receipts just written (EventStore.reader)
     also: dict[str, list[str]] = {}
     for start in range(0, len(to_mark), 500):
         chunk = to_mark[start : start + 500]
