@@ -137,8 +137,14 @@ class PushNotifier:
             del claims[next(iter(claims))]
         return True
 
-    def event_applied(self, event: StoredEvent, kernel: Kernel) -> None:
-        """Announce a live ``message.create`` / ``message.edit`` (never blocks)."""
+    def event_applied(self, event: StoredEvent, kernel: Kernel, *, fresh: bool = False) -> None:
+        """Announce a live ``message.create`` / ``message.edit`` (never blocks).
+
+        ``fresh``: the event is a ``message.create`` its handler has just written
+        with a new message id, so the row it stored holds what the event holds
+        and is not read back (which would commit the writer's held batches,
+        see ``EventStore.reader``).
+        """
         if event.source not in LIVE_SOURCES or event.state != "applied":
             return
         if event.type not in ANNOUNCED or kernel.store is None:
@@ -151,8 +157,17 @@ class PushNotifier:
             return
         if event.source == "local" and not self._claim(event.event_id):
             return  # announced already (see announce_written)
-        db = kernel.store.reader()
-        self._announce(kernel, db, index.by_session, message_id, event)
+        row = None
+        if fresh and event.type == "message.create":
+            from thrum_plugins.rpc._caller import MESSAGE_DATA_TYPES
+            from thrum_plugins.rpc._message_events import new_message_columns
+
+            author, thread_id, content, scopes_json, refs_json = new_message_columns(event.obj)
+            row = (author, thread_id, content, 0, scopes_json, refs_json)
+            db = kernel.store.reader(fresh_except=MESSAGE_DATA_TYPES)  # reads agents only
+        else:
+            db = kernel.store.reader()
+        self._announce(kernel, db, index.by_session, message_id, event, row)
         if event.type == "message.create":
             thread_id = event.obj.get("thread_id")
             if isinstance(thread_id, str) and thread_id:
@@ -165,19 +180,22 @@ class PushNotifier:
         by_session: dict[str, list[Subscription]],
         message_id: str,
         event: StoredEvent,
+        row: tuple[Any, ...] | None = None,
     ) -> None:
+        """Notify matching sessions of ``message_id``; ``row``: its columns as stored (else read)."""
         from thrum_plugins.rpc._message_results import preview
 
         attached = _attached(kernel, by_session)
         if not attached:
             return
-        cur = db.cursor()
-        cur.row_factory = None
-        row = cur.execute(
-            "SELECT agent_id, thread_id, body_content, deleted, scopes_json, refs_json FROM messages"
-            " WHERE message_id=?",
-            (message_id,),
-        ).fetchone()
+        if row is None:
+            cur = db.cursor()
+            cur.row_factory = None
+            row = cur.execute(
+                "SELECT agent_id, thread_id, body_content, deleted, scopes_json, refs_json FROM messages"
+                " WHERE message_id=?",
+                (message_id,),
+            ).fetchone()
         if row is None or row[3]:
             return
         author, thread_id, content = row[0], row[1], row[2]
@@ -226,8 +244,11 @@ def _notifier(kernel: Kernel) -> PushNotifier | None:
     return notifier
 
 
-def announce_written(kernel: Kernel, events: Sequence[StoredEvent]) -> None:
+def announce_written(kernel: Kernel, events: Sequence[StoredEvent], *, fresh_creates: bool = False) -> None:
     """Announce events a handler has just written, before it replies.
+
+    ``fresh_creates``: its ``message.create`` events have new message ids
+    (see :meth:`PushNotifier.event_applied`).
 
     The observer path (:meth:`PushNotifier.event_applied`) runs after the
     writer answered the handler, possibly after the handler's reply is out;
@@ -239,7 +260,7 @@ def announce_written(kernel: Kernel, events: Sequence[StoredEvent]) -> None:
         return
     for event in events:
         try:
-            notifier.event_applied(event, kernel)
+            notifier.event_applied(event, kernel, fresh=fresh_creates)
         except Exception:
             log.exception("push notification failed")
 

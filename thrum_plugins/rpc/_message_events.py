@@ -168,6 +168,22 @@ def _pairs(value: Any) -> list[tuple[str, str]]:
     return list(out)
 
 
+def new_message_columns(obj: Mapping[str, Any]) -> tuple[str | None, str | None, str, str | None, str | None]:
+    """``(agent_id, thread_id, body_content, scopes_json, refs_json)`` that :func:`reduce_create` stores.
+
+    Exactly the stored values for a message whose id is new (no earlier
+    create, no earlier reply naming it); the event can then stand in for
+    its row.
+    """
+    return (
+        _text(obj.get("agent_id")),
+        _text(obj.get("thread_id")),
+        body_fields(obj.get("body"))[1],
+        _pairs_json(_pairs(obj.get("scopes"))),
+        _pairs_json(_pairs(obj.get("refs"))),
+    )
+
+
 def _structured(value: Any) -> str | None:
     if isinstance(value, str):
         return value or None

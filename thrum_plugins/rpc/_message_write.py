@@ -149,7 +149,7 @@ async def send(p: SendParams, ctx: CallContext) -> dict[str, Any]:
         event["disclosed"] = p.disclose
     event = _intercept(event, ctx)
     stored = (await kernel.emit([event], ctx=ctx))[0]
-    announce_written(kernel, [stored])
+    announce_written(kernel, [stored], fresh_creates=True)  # a new message id
     obj = stored.obj
     final_recipients = obj.get("recipients") or []
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import trio
 
 from thrum_core.errors import ThrumError
+from thrum_core.events import writer as writer_mod
 from thrum_core.kernel import Kernel
 from thrum_core.testing import AsyncClient
 
@@ -209,6 +211,34 @@ async def test_subscriber_is_told_before_the_sender_gets_its_reply_and_only_once
     assert b'"kind":"edited"' in pending_bytes(bob) and edited["version"] == 1
     assert (await bob.client.next_notification(timeout=5))["params"]["preview"] == "m4 again"
     await bob.no_notification()
+
+
+async def test_announcing_a_new_message_leaves_the_writers_batch_held(
+    peers: dict[str, Peer], thrum_kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The announcement is built from the event (new_message_columns), not read back from
+    # the projection, which would commit the batch the writer holds (EventStore.reader).
+    monkeypatch.setattr(writer_mod, "INLINE_MAX_BATCH_S", 60.0)
+    monkeypatch.setattr(writer_mod, "HOLD_IDLE_S", 60.0)
+    monkeypatch.setattr(writer_mod, "HOLD_MAX_S", 60.0)
+    alice, bob = peers["alice"], peers["bob"]
+    await bob.call("subscribe", {"all": True, "ephemeral": True})
+    assert thrum_kernel.store is not None
+    db_path = thrum_kernel.store.paths.db_path
+    sent = await alice.call(
+        "message.send", {"content": "held", "to": "@carol", "scopes": [{"type": "t", "value": "v"}]}
+    )
+    note = await bob.client.next_notification(timeout=5)
+    assert note["params"]["message_id"] == sent["message_id"]
+    assert note["params"]["preview"] == "held" and note["params"]["scopes"] == [{"type": "t", "value": "v"}]
+    own = sqlite3.connect(db_path)
+    try:
+        row = own.execute("SELECT 1 FROM messages WHERE message_id=?", (sent["message_id"],)).fetchone()
+    finally:
+        own.close()
+    assert row is None  # still held: only the writer's connection sees it
+    got = await alice.call("message.get", {"message_id": sent["message_id"]})
+    assert got["message"]["message_id"] == sent["message_id"]  # a reader sees it (committed first)
 
 
 async def test_every_attached_connection_receives_and_unattached_do_not(
