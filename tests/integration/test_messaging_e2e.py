@@ -237,6 +237,73 @@ def test_reader_and_writer_at_full_speed_do_not_block_each_other(repo: Path) -> 
     assert total == len(write_latencies)
 
 
+def test_what_was_answered_or_announced_is_read_back_on_any_connection(repo: Path) -> None:
+    """Read-your-writes while the writer holds batches uncommitted (``writer.HOLD_COMMITS``).
+
+    Each sender reads its message back on a second connection the moment
+    ``message.send`` answers, and a subscriber reads every message it is told
+    of the moment the notification arrives.
+    """
+    start_daemon(repo)
+    names = [f"rw{i}" for i in range(4)]
+    register(repo, [*names, "sink", "listener"])
+    errors: list[BaseException] = []
+    announced: list[str] = []
+    listening = threading.Event()
+    done = threading.Event()
+
+    def listen() -> None:
+        try:
+            with client(repo) as c:
+                c.call("session.start", {"agent_id": "listener", "caller_agent_id": "listener"})
+                c.call("subscribe", {"all": True, "caller_agent_id": "listener"})
+                listening.set()
+                while not (done.is_set() and len(announced) == len(names) * 40):
+                    note = c.next_notification(timeout=1)
+                    if note is None:
+                        continue
+                    mid = note["params"]["message_id"]
+                    got = c.call("message.get", {"message_id": mid, "caller_agent_id": "listener"})
+                    assert got["message"]["body"]["content"] == note["params"]["preview"]
+                    announced.append(mid)
+        except BaseException as exc:
+            errors.append(exc)
+            listening.set()
+
+    def send(name: str) -> None:
+        try:
+            with client(repo) as mine, client(repo) as other:
+                mine.call("session.start", {"agent_id": name, "caller_agent_id": name})
+                for i in range(40):
+                    sent = mine.call(
+                        "message.send", {"content": f"{name} {i}", "to": "@sink", "caller_agent_id": name}
+                    )
+                    got = other.call(
+                        "message.get", {"message_id": sent["message_id"], "caller_agent_id": "sink"}
+                    )
+                    assert got["message"]["body"]["content"] == f"{name} {i}"
+                    mine_listed = other.call(
+                        "message.list",
+                        {"for_agent": "sink", "caller_agent_id": "sink", "author_id": name, "page_size": 1},
+                    )
+                    assert mine_listed["total"] == i + 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert listening.wait(30)
+    senders = [threading.Thread(target=send, args=(n,), daemon=True) for n in names]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(120)
+    done.set()
+    listener.join(60)
+    assert errors == []
+    assert len(announced) == len(set(announced)) == len(names) * 40
+
+
 def test_cli_wait_is_woken_by_a_send_from_another_process(repo: Path) -> None:
     start_daemon(repo)
     for name in ("waiter", "talker"):
