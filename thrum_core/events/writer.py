@@ -17,7 +17,9 @@ in the envelope (``event_id``, ``timestamp``, ``v``, ``origin_daemon``),
 validate local events with their type's model, serialise canonically, skip
 events already stored, append, ``fdatasync`` once per touched file, apply the
 batch to SQLite in one transaction while the disk works, commit once every
-``fdatasync`` succeeded, and rewrite the files when a tombstone was applied.
+``fdatasync`` succeeded (or, for an inline batch, hold the transaction open
+for the next ones: see :data:`HOLD_COMMITS`), and rewrite the files when a
+tombstone was applied.
 The ``fdatasync`` calls run in the kernel, concurrently, through Linux native
 AIO (:class:`~thrum_core.events.log.KernelSync`); where that is missing the
 first runs in this thread before the commit and the others on
