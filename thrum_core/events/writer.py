@@ -105,8 +105,8 @@ FILES_FLUSH_INTERVAL_S = 2.0
 #: after ``HOLD_IDLE_S`` without a batch, or once it is ``HOLD_MAX_S`` old or
 #: holds ``HOLD_MAX_EVENTS``.  A commit writes every page the batch changed to
 #: the WAL; consecutive batches change mostly the same pages, so one commit for
-#: many saved 20-25% of the daemon's CPU per sequential ``message.send``
-#: (``bench/messaging.py``: ~1,200 to ~1,480 sends/s here).
+#: many took 20-25% off the daemon's CPU per sequential ``message.send``
+#: (``bench/messaging.py``: 1,260 to 1,610 sends/s here).
 HOLD_COMMITS = True
 HOLD_IDLE_S = 0.002
 HOLD_MAX_S = 0.05
@@ -248,6 +248,7 @@ class BatchProcessor:
         self._held_types: set[str] = set()
         self._held_ids: set[str] = set()
         self._held_since = 0.0
+        self._settling = False
         #: projection commits of held batches (one commit for many batches)
         self.held_commits = 0
 
@@ -657,13 +658,18 @@ class BatchProcessor:
         (the store is then degraded: the next batch catches up).
         """
         proj = self.projection
-        if not proj.held or self._hold_owner == threading.get_ident():
+        if self._hold_owner == threading.get_ident():
             return
-        if fresh_except is not None and self._held_types <= fresh_except:
+        # A settle in progress on another thread may be catching up after a failed
+        # commit (held is already false then): wait for it before using the connection.
+        if not proj.held and not self._settling:
+            return
+        if fresh_except is not None and proj.held and self._held_types <= fresh_except:
             return
         with self._hold_lock:
             if not proj.held:
                 return
+            self._settling = True
             try:
                 proj.commit_held()
             except Exception as exc:
@@ -672,6 +678,8 @@ class BatchProcessor:
                     raise InternalError(
                         f"events are durable but could not be projected: {exc}", {"durable": True}
                     ) from exc
+            finally:
+                self._settling = False
             self.held_commits += 1
 
     def _after_commit(self) -> None:

@@ -167,3 +167,24 @@ async def test_a_projection_failure_after_held_batches_loses_and_repeats_nothing
     assert notes(running.reader()) == ["kept", "second"]
     await trio.testing.wait_all_tasks_blocked()
     assert sorted(e.obj["note_id"] for e in observed.events) == ["kept", "second"]
+
+
+async def test_a_failed_commit_of_held_batches_projects_them_again_from_the_log(
+    running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await running.submit([note("a")])
+    await running.submit([note("b", author="bob")])
+    real = Projection.commit_held
+
+    def failing(self: Projection) -> None:
+        self.rollback()  # what commit_held does when COMMIT fails
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Projection, "commit_held", failing)
+    # a reader in another thread: the catch-up runs there, under the hold lock
+    assert await trio.to_thread.run_sync(lambda: notes(running.reader())) == ["a", "b"]
+    monkeypatch.setattr(Projection, "commit_held", real)
+    assert not running.degraded and committed_notes(paths) == ["a", "b"]
+    (ev,) = await running.submit([note("c")])
+    assert ev.state == "applied" and ev.seq == 3
+    assert notes(running.reader()) == ["a", "b", "c"]
