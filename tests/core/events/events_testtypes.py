@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from thrum_core.events.projection import Projection
 from thrum_core.events.types import (
     ApplyContext,
     EventType,
@@ -196,3 +197,17 @@ class Observed:
     @property
     def events(self) -> list[StoredEvent]:
         return [e for b in self.batches for e in b]
+
+
+def fail_next_apply(monkeypatch: Any, error: Exception) -> None:
+    """Make the next ``Projection.apply_rows`` call raise ``error`` (later calls work)."""
+    real = Projection.apply_rows
+    calls = {"n": 0}
+
+    def failing_once(self: Projection, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Projection, "apply_rows", failing_once)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from typing import Any
 
 import pytest
 import trio
-from events_testtypes import Observed, note
+from events_testtypes import Observed, fail_next_apply, note
 
 from thrum_core.errors import ThrumError
 from thrum_core.events import writer as writer_mod
@@ -152,16 +151,7 @@ async def test_a_projection_failure_after_held_batches_loses_and_repeats_nothing
     running: EventStore, observed: Observed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await running.submit([note("kept")])
-    real = Projection.apply_rows
-    calls = {"n": 0}
-
-    def failing_once(self: Projection, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("the projection refused the batch")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Projection, "apply_rows", failing_once)
+    fail_next_apply(monkeypatch, RuntimeError("the projection refused the batch"))
     (ev,) = await running.submit([note("second")])
     assert ev.state == "applied" and not running.degraded
     assert notes(running.reader()) == ["kept", "second"]

@@ -8,11 +8,20 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
-from events_testtypes import DAEMON, FAIL, Observed, dump_tables, edit, make_paths, make_registry, note
+from events_testtypes import (
+    DAEMON,
+    FAIL,
+    Observed,
+    dump_tables,
+    edit,
+    fail_next_apply,
+    make_paths,
+    make_registry,
+    note,
+)
 
 from thrum_core.canonical import canonical_line
 from thrum_core.errors import INTERNAL_ERROR, INVALID_PARAMS, ThrumError
@@ -351,18 +360,7 @@ async def test_a_thrum_error_while_projecting_is_caught_up_not_reported_lost(
     running: EventStore, paths: ThrumPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lines of a batch whose projection raised are durable: caught up, the caller answered."""
-    from thrum_core.events.projection import Projection
-
-    real = Projection.apply_rows
-    calls = {"n": 0}
-
-    def failing_once(self: Projection, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise ThrumError("the projection refused the batch")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Projection, "apply_rows", failing_once)
+    fail_next_apply(monkeypatch, ThrumError("the projection refused the batch"))
     (ev,) = await running.submit([note("n1")])
     assert ev.state == "applied" and not running.degraded
     assert len(file_lines(paths, "messages/alice.jsonl")) == 1  # once: nothing to retry
