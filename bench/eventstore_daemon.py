@@ -22,7 +22,6 @@ import random
 import re
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -36,11 +35,11 @@ from thrum_core.events.types import EventTypeRegistry
 from thrum_core.ids import ulid_str
 from thrum_core.plugins.loader import make_plugin_manager
 from thrum_core.testing.daemon import DaemonProcess
+from thrum_core.testing.go_fixture import unpack_go_fixture
 from thrum_core.testing.plugins import clean_environ
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
 from thrum_core.timefmt import format_ts
 
-FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 DAEMON_ID = "d_01KDVDNA000000000000000000"
 
@@ -67,8 +66,7 @@ def bench_fixture(runs: int) -> None:
     registry = EventTypeRegistry.from_plugins(make_plugin_manager(clean_environ()))
     with tempfile.TemporaryDirectory(prefix="thrum-bench-") as tmp:
         repo = make_thrum_repo(Path(tmp), with_remote=False)
-        with tarfile.open(FIXTURE) as tar:
-            tar.extractall(repo.root, filter="data")
+        unpack_go_fixture(repo.root)
         started = time.perf_counter()
         report = migrate(repo.paths, registry, daemon_id=DAEMON_ID)
         migrate_s = time.perf_counter() - started

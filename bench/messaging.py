@@ -34,7 +34,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -48,11 +47,12 @@ from thrum_core.canonical import canonical_line
 from thrum_core.client import Client
 from thrum_core.ids import ulid_str
 from thrum_core.paths import ThrumPaths, client_socket_path
+from thrum_core.testing.go_fixture import GO_FIXTURE as FIXTURE
+from thrum_core.testing.go_fixture import unpack_go_fixture
 from thrum_core.timefmt import format_ts
 
 #: The ``thrum`` executable of the running interpreter's environment.
 THRUM = str(Path(sys.executable).parent / "thrum")
-FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 WARM_UP = 10  # list calls before a measurement (the first reads the pages from disk)
 
@@ -339,10 +339,7 @@ def bench_fixture(base: Path, rounds: int) -> None:
         print(f"message.list on the Go fixture: skipped ({FIXTURE} not found)")
         return
     repo = new_repo(base, "fixture")
-    unpacked = base / "fixture-src"
-    unpacked.mkdir()
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(unpacked, filter="data")
+    unpacked = unpack_go_fixture(base / "fixture-src")
     started = time.perf_counter()
     thrum(repo, "migrate", "--from", str(unpacked / ".thrum"))
     log(f"fixture imported in {time.perf_counter() - started:.1f} s")

@@ -8,7 +8,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from thrum_cli.identity import (
 )
 from thrum_core.errors import ThrumError
 from thrum_core.ids import unnamed_agent_id
-
-FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
+from thrum_core.testing.go_fixture import GO_FIXTURE as FIXTURE
+from thrum_core.testing.go_fixture import unpack_go_fixture
 
 
 def write_raw(directory: Path, name: str, obj: object) -> Path:
@@ -69,8 +68,7 @@ def test_reads_go_capitalised_keys_and_legacy_fields(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not FIXTURE.exists(), reason="Go fixture not available")
 def test_reads_every_fixture_identity(tmp_path: Path) -> None:
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(tmp_path, filter="data")
+    unpack_go_fixture(tmp_path)
     files = list_identity_files(tmp_path / ".thrum" / "identities")
     assert len(files) == 50
     assert all(f.repo_id == "test-resilience" and f.role and f.module for f in files)

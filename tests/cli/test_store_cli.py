@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,13 @@ from thrum_core.events.legacy import spec_route
 from thrum_core.events.log import iter_lines, list_log_files
 from thrum_core.ids import event_id_of
 from thrum_core.testing.daemon import DaemonProcess
+from thrum_core.testing.go_fixture import GO_FIXTURE as FIXTURE
+from thrum_core.testing.go_fixture import unpack_go_fixture
 from thrum_core.testing.plugins import clean_environ
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
 from thrum_core.timefmt import format_ts
 
 DAY = 86_400 * 10**9
-FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 
 pytestmark = pytest.mark.slow
 
@@ -262,10 +262,7 @@ def test_rebuild_of_a_missing_database(repo: ThrumRepo) -> None:
 def test_migrate_from_an_unpacked_fixture_then_the_daemon_serves_it(
     repo: ThrumRepo, daemon: DaemonProcess, tmp_path: Path
 ) -> None:
-    other = tmp_path / "unpacked"
-    other.mkdir()
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(other, filter="data")
+    other = unpack_go_fixture(tmp_path / "unpacked")
     daemon.start()
     busy = thrum(repo, "--json", "migrate", "--from", str(other))
     assert busy.returncode == 1

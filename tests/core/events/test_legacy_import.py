@@ -13,7 +13,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,12 +35,13 @@ from thrum_core.ids import event_id_of, go_receipt_event_id
 from thrum_core.lifecycle import DaemonLock
 from thrum_core.plugins.loader import make_plugin_manager
 from thrum_core.testing.daemon import DaemonProcess
+from thrum_core.testing.go_fixture import GO_FIXTURE as FIXTURE
+from thrum_core.testing.go_fixture import unpack_go_fixture
 from thrum_core.testing.plugins import clean_environ
 from thrum_core.testing.repo import ThrumRepo, make_thrum_repo
 from thrum_core.testing.repo import run_git as git
 from thrum_core.timefmt import parse_ts_ns
 
-FIXTURE = Path("/work/shared/fixtures/go-thrum-legacy-fixture.tar.gz")
 LIFECYCLE_LINES = 321
 MESSAGE_LINES = 10_000
 GO_READS = 6_908
@@ -64,10 +64,7 @@ def add_sync_worktree(repo: ThrumRepo) -> Path:
 
 def unpack(target: Path) -> Path:
     """Unpack the fixture into ``target`` (which then holds ``.thrum/``)."""
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(FIXTURE) as tar:
-        tar.extractall(target, filter="data")
-    return target / ".thrum"
+    return unpack_go_fixture(target) / ".thrum"
 
 
 @pytest.fixture(scope="module")
