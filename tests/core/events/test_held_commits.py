@@ -36,12 +36,13 @@ def committed_notes(paths: ThrumPaths) -> list[str]:
     """The notes a connection of its own sees: only committed rows."""
     conn = sqlite3.connect(paths.db_path)
     try:
-        return [r[0] for r in conn.execute("SELECT note_id FROM p_test_notes ORDER BY note_id")]
+        return notes(conn)
     finally:
         conn.close()
 
 
 def notes(conn: sqlite3.Connection) -> list[str]:
+    """The notes ``conn`` sees, by id."""
     return [r[0] for r in conn.execute("SELECT note_id FROM p_test_notes ORDER BY note_id")]
 
 
